@@ -1,0 +1,42 @@
+# ploneintranet.asynctasks: the two commands are `make test` and `make run`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help install redis-server test run stop clean
+
+help:
+	@echo "make test   install everything needed (venv, constraints, redis-server) and run the tests"
+	@echo "make run    start Plone, Redis and a Celery worker under supervisor (Ctrl-C stops)"
+	@echo "make stop   stop what 'make run' started"
+
+$(STAMP): setup.py constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if (3, 10) <= sys.version_info[:2] <= (3, 13) else "Python 3.10 to 3.13 is needed; run: make PYTHON=python3.11 ...")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade -c constraints.txt pip setuptools wheel
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,run]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+redis-server:
+	@if command -v redis-server >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "redis-server is missing: installing it with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	else \
+	  echo "redis-server is missing: run 'sudo apt-get install redis-server' (Debian/Ubuntu) and try again" >&2; exit 1; \
+	fi
+
+test: install redis-server
+	$(BIN)/pytest
+
+run: install redis-server
+	$(BIN)/python scripts/devserver.py run
+
+stop:
+	@if [ -x $(BIN)/python ]; then $(BIN)/python scripts/devserver.py stop; fi
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info src/*.egg-info .pytest_cache

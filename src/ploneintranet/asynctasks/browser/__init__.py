@@ -1,0 +1,1 @@
+"""Step 3: the views that do the work in Plone, and the status view."""

@@ -1,0 +1,172 @@
+"""``@@async-status``: a self-test of the whole async pipeline.
+
+If the unit tests pass but this view does not, it is a deployment issue: the
+message of each check says where to look.
+"""
+
+from celery.exceptions import TimeoutError as CeleryTimeout
+from ploneintranet.asynctasks import celeryconfig
+from ploneintranet.asynctasks import celerytasks
+from ploneintranet.asynctasks import tasks
+from ploneintranet.asynctasks.browser.views import CHECKSUM_KEY
+from ploneintranet.asynctasks.core import capture_credentials
+from Products.Five.browser import BrowserView
+from Products.Five.browser.pagetemplatefile import ViewPageTemplateFile
+from zope.annotation.interfaces import IAnnotations
+
+import json
+import transaction
+import uuid
+
+
+OK, WARN, FAIL = "OK", "WARN", "FAIL"
+
+
+class AsyncStatusView(BrowserView):
+    """Run every check; render HTML, or JSON with ``?format=json``.
+
+    JSON: ``{"ok": bool, "checks": [{"name", "status", "message"}]}``,
+    answered with HTTP 200 when every check is OK and 503 otherwise.
+    """
+
+    template = ViewPageTemplateFile("templates/status.pt")
+
+    #: Seconds to wait for the broker, a worker's ping and each round trip.
+    broker_timeout = 3.0
+    ping_timeout = 2.0
+    roundtrip_timeout = 20.0
+
+    def __call__(self):
+        self.checks = self.run_checks()
+        self.ok = all(check["status"] == OK for check in self.checks)
+        if self.request.form.get("format") == "json":
+            response = self.request.response
+            response.setHeader("Content-Type", "application/json")
+            response.setHeader("Cache-Control", "no-store")
+            response.setStatus(200 if self.ok else 503)
+            return json.dumps({"ok": self.ok, "checks": self.checks})
+        return self.template()
+
+    def run_checks(self):
+        """Return the checks, in order; later ones are skipped when the
+        broker or the workers are missing."""
+        checks = [self.check_credentials(), self.check_broker()]
+        if checks[-1]["status"] == FAIL:
+            return checks + [
+                _check(name, FAIL, "skipped: the broker is unreachable")
+                for name in ("worker", "task round trip", "http round trip")
+            ]
+        checks.append(self.check_worker())
+        if checks[-1]["status"] == FAIL:
+            return checks + [
+                _check(name, FAIL, "skipped: no worker answers")
+                for name in ("task round trip", "http round trip")
+            ]
+        checks.append(self.check_task_roundtrip())
+        checks.append(self.check_http_roundtrip(credentials_ok=checks[0]["status"] == OK))
+        return checks
+
+    def check_credentials(self):
+        cookies, headers = capture_credentials(self.request)
+        found = sorted(cookies) + sorted(headers)
+        if not found:
+            return _check(
+                "credentials",
+                FAIL,
+                "neither the __ac cookie nor an Authorization header is in "
+                "this request: jobs could not act as you. Log in through "
+                "Plone's login form or with HTTP Basic / Bearer authentication",
+            )
+        return _check("credentials", OK, "found " + ", ".join(found))
+
+    def check_broker(self):
+        app = celerytasks.app
+        connection = app.connection_for_write(
+            transport_options={
+                "socket_connect_timeout": self.broker_timeout,
+                "socket_timeout": self.broker_timeout,
+            }
+        )
+        where = connection.as_uri()  # the password is masked
+        try:
+            with connection:
+                connection.ensure_connection(max_retries=1, timeout=self.broker_timeout)
+        except Exception as error:
+            return _check(
+                "broker",
+                FAIL,
+                f"cannot reach {where} ({type(error).__name__}: {error}); "
+                "start Redis or set BROKER_URL for Plone and the worker",
+            )
+        if not celeryconfig.ASYNC_ENABLED:
+            return _check(
+                "broker",
+                WARN,
+                f"reachable at {where}, but ASYNC_ENABLED=false runs jobs eagerly",
+            )
+        return _check("broker", OK, f"reachable at {where}")
+
+    def check_worker(self):
+        replies = celerytasks.app.control.ping(timeout=self.ping_timeout)
+        names = sorted(name for reply in replies for name in reply)
+        if not names:
+            return _check(
+                "worker",
+                FAIL,
+                f"no Celery worker answered a ping within {self.ping_timeout:g} s; "
+                "start one: celery -A ploneintranet.asynctasks.celerytasks worker",
+            )
+        return _check("worker", OK, f"{len(names)} answered: " + ", ".join(names))
+
+    def check_task_roundtrip(self):
+        result = celerytasks.add.apply_async((2, 3))
+        try:
+            value = result.get(timeout=self.roundtrip_timeout)
+        except CeleryTimeout:
+            return _check(
+                "task round trip",
+                FAIL,
+                f"add(2, 3) got no result within {self.roundtrip_timeout:g} s; "
+                "check that the worker consumes the default queue and that "
+                "CELERY_RESULT_BACKEND is the same for Plone and the worker",
+            )
+        if value != 5:
+            return _check("task round trip", FAIL, f"add(2, 3) returned {value!r}")
+        return _check("task round trip", OK, "add(2, 3) returned 5")
+
+    def check_http_roundtrip(self, credentials_ok):
+        if not credentials_ok:
+            return _check("http round trip", FAIL, "skipped: no credentials to send")
+        checksum = uuid.uuid4().hex
+        job = tasks.Post(self.context, self.request)
+        url = self.context.absolute_url() + "/@@async-checktask"
+        result = job(url="@@async-checktask", data={"checksum": checksum}, immediate=True)
+        try:
+            result.get(timeout=self.roundtrip_timeout, propagate=False)
+        except CeleryTimeout:
+            return _check(
+                "http round trip",
+                FAIL,
+                f"the POST to {url} did not finish within "
+                f"{self.roundtrip_timeout:g} s; check that the worker can reach "
+                "this url",
+            )
+        if result.failed():
+            return _check(
+                "http round trip", FAIL, f"the POST to {url} failed: {result.result}"
+            )
+        # This view wrote nothing: start a new transaction to see the worker's.
+        transaction.abort()
+        stored = IAnnotations(self.context).get(CHECKSUM_KEY)
+        if stored != checksum:
+            return _check(
+                "http round trip",
+                FAIL,
+                f"the POST to {url} answered {result.result} but the checksum "
+                "was not stored; is the worker view reached on another site?",
+            )
+        return _check("http round trip", OK, f"POST {url} stored the checksum")
+
+
+def _check(name, status, message):
+    return {"name": name, "status": status, "message": message}

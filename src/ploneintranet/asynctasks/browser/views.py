@@ -1,0 +1,96 @@
+"""Step 3: worker views, ordinary browser views that do a job's work.
+
+A job arrives as a POST carrying the user's credentials and a plone.protect
+``_authenticator``. Subclass :class:`ProtectedJobView` and implement
+:meth:`~ProtectedJobView.run`; register the view with the permission the work
+needs. CSRF protection stays on: a POST without an authenticator gets a
+confirmation form and changes nothing, a forged one is refused with 403.
+"""
+
+from plone.protect.authenticator import check
+from ploneintranet.asynctasks.core import AUTHENTICATOR_FIELD
+from Products.Five.browser import BrowserView
+from Products.Five.browser.pagetemplatefile import ViewPageTemplateFile
+from zope.annotation.interfaces import IAnnotations
+
+import logging
+
+
+logger = logging.getLogger("ploneintranet.asynctasks")
+
+#: Annotation on the site root where ``@@async-checktask`` keeps its checksum.
+CHECKSUM_KEY = "ploneintranet.asynctasks.checksum"
+
+
+class ProtectedJobView(BrowserView):
+    """Base class of worker views: runs :meth:`run` only for a verified POST.
+
+    Without an authenticator (you opened the view in a browser, or called it
+    by hand while debugging) it renders a confirmation form that carries a
+    fresh authenticator for you and writes nothing.
+    """
+
+    confirm = ViewPageTemplateFile("templates/protected.pt")
+
+    def __call__(self):
+        if not self.has_authenticator():
+            return self.confirm()
+        check(self.request)  # raises Forbidden for a forged or foreign token
+        result = self.run()
+        return "OK" if result is None else result
+
+    def has_authenticator(self):
+        """True for a POST that carries a CSRF token to verify."""
+        return self.request.method == "POST" and bool(
+            self.request.form.get(AUTHENTICATOR_FIELD)
+            or self.request.getHeader("X-CSRF-TOKEN")
+        )
+
+    def form_items(self):
+        """The submitted form without its token, for the confirmation form."""
+        for name, value in sorted(self.request.form.items()):
+            if name == AUTHENTICATOR_FIELD:
+                continue
+            for item in value if isinstance(value, list) else [value]:
+                yield {"name": f"{name}:list" if isinstance(value, list) else name,
+                       "value": item}
+
+    def run(self):
+        """Do the job's work. Return a text for the response, or None."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement run() with the job's work"
+        )
+
+
+class ReindexObjectView(ProtectedJobView):
+    """``@@reindex_object``: reindex the context, all indexes or
+    only those named in the form field ``attributes``."""
+
+    def run(self):
+        attributes = self.request.form.get("attributes") or []
+        if isinstance(attributes, str):
+            attributes = [attributes]
+        self.context.reindexObject(idxs=list(attributes))
+        logger.info(
+            "reindexed %s (%s)",
+            "/".join(self.context.getPhysicalPath()),
+            ", ".join(attributes) or "all indexes",
+        )
+        return "reindexed"
+
+
+class CheckTaskView(ProtectedJobView):
+    """``@@async-checktask``: the end of ``@@async-status``'s HTTP round trip.
+
+    A verified POST stores the form field ``checksum`` on the site root; a
+    GET (or an unverified POST) shows the stored checksum in the form.
+    """
+
+    def run(self):
+        checksum = self.request.form.get("checksum", "")
+        IAnnotations(self.context)[CHECKSUM_KEY] = checksum
+        return checksum
+
+    def stored_checksum(self):
+        """The checksum the last verified POST stored, or ``None``."""
+        return IAnnotations(self.context).get(CHECKSUM_KEY)

@@ -1,0 +1,47 @@
+"""Step 2: the Celery app and the thin tasks that send jobs to Plone.
+
+Run a worker with::
+
+    celery -A ploneintranet.asynctasks.celerytasks worker -l info
+
+Settings come from :mod:`ploneintranet.asynctasks.celeryconfig`. Each task
+only calls :func:`ploneintranet.asynctasks.core.dispatch`; a
+:class:`~ploneintranet.asynctasks.core.DispatchError` (Plone down, 5xx,
+timeout, conflict) is retried with exponential backoff and jitter, a refusal
+(4xx, authorization) is not.
+"""
+
+from celery import Celery
+from ploneintranet.asynctasks import celeryconfig
+from ploneintranet.asynctasks.core import dispatch, DispatchError
+
+
+app = Celery("ploneintranet.asynctasks")
+app.config_from_object(celeryconfig)
+
+#: Options shared by every task that sends a job to Plone.
+JOB_OPTIONS = dict(
+    autoretry_for=(DispatchError,),
+    retry_backoff=True,
+    retry_backoff_max=celeryconfig.ASYNC_RETRY_BACKOFF_MAX,
+    retry_jitter=True,
+    max_retries=celeryconfig.ASYNC_MAX_RETRIES,
+)
+
+
+@app.task(**JOB_OPTIONS)
+def post(url, data=None, headers=None, cookies=None):
+    """POST a job to a Plone view; return the HTTP status."""
+    return dispatch(url, data, headers, cookies).status_code
+
+
+@app.task(**JOB_OPTIONS)
+def reindex_object(url, data=None, headers=None, cookies=None):
+    """Reindex a content object through its ``@@reindex_object`` view."""
+    return dispatch(url, data, headers, cookies).status_code
+
+
+@app.task
+def add(x, y):
+    """Add two numbers: the round trip that ``@@async-status`` checks."""
+    return x + y

@@ -13,7 +13,9 @@ timeout, conflict) is retried with exponential backoff and jitter, a refusal
 
 from celery import Celery
 from ploneintranet.asynctasks import celeryconfig
-from ploneintranet.asynctasks.core import dispatch, DispatchError
+from ploneintranet.asynctasks.core import dispatch
+from ploneintranet.asynctasks.core import DispatchError
+from ploneintranet.asynctasks.core import JobRefused
 
 
 app = Celery("ploneintranet.asynctasks")
@@ -22,6 +24,8 @@ app.config_from_object(celeryconfig)
 #: Options shared by every task that sends a job to Plone.
 JOB_OPTIONS = dict(
     autoretry_for=(DispatchError,),
+    # A refusal is an expected outcome: logged in one line, without traceback.
+    throws=(JobRefused,),
     retry_backoff=True,
     retry_backoff_max=celeryconfig.ASYNC_RETRY_BACKOFF_MAX,
     retry_jitter=True,

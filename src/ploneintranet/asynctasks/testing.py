@@ -19,12 +19,14 @@ from plone.app.testing import applyProfile
 from plone.app.testing import FunctionalTesting
 from plone.app.testing import IntegrationTesting
 from plone.app.testing import PloneSandboxLayer
-from plone.app.contenttypes.testing import PLONE_APP_CONTENTTYPES_FIXTURE
+from plone.app.testing import PLONE_FIXTURE
 from plone.testing import Layer
 from plone.testing.zope import WSGI_SERVER_FIXTURE
 from ploneintranet.asynctasks import celerytasks
 
 import os
+import plone.app.contenttypes
+import ploneintranet.asynctasks
 import redis
 import shutil
 import signal
@@ -183,16 +185,16 @@ CELERY_WORKER_FIXTURE = CeleryWorkerLayer(name="ploneintranet.asynctasks:CeleryW
 
 
 class AsyncLayer(PloneSandboxLayer):
-    """A Plone site with ploneintranet.asynctasks installed."""
+    """A Plone site with its content types and ploneintranet.asynctasks."""
 
-    defaultBases = (PLONE_APP_CONTENTTYPES_FIXTURE,)
+    defaultBases = (PLONE_FIXTURE,)
 
     def setUpZope(self, app, configurationContext):
-        import ploneintranet.asynctasks
-
+        self.loadZCML(package=plone.app.contenttypes)
         self.loadZCML(package=ploneintranet.asynctasks)
 
     def setUpPloneSite(self, portal):
+        applyProfile(portal, "plone.app.contenttypes:default")
         applyProfile(portal, "ploneintranet.asynctasks:default")
 
 

@@ -60,6 +60,7 @@ setup(
             "zope.pytestlayer",
         ],
         "run": [
+            "plone.app.contenttypes",
             "supervisor",
         ],
     },

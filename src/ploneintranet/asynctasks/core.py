@@ -98,6 +98,15 @@ def _origin(url):
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 
+def masked_url(url):
+    """``url`` with its password, if any, replaced by ``***``, for messages."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
 def resolve_url(context, url):
     """Turn the url of a job into an absolute url.
 
@@ -255,7 +264,7 @@ class _PendingJobs:
                     task.name,
                     args[0],
                     userid,
-                    task.app.connection_for_write().as_uri(),
+                    masked_url(task.app.conf.broker_url),
                 )
 
 

@@ -34,6 +34,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 
@@ -57,6 +58,22 @@ def wait_until(condition, timeout, interval=0.05, message="condition"):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {message}")
         time.sleep(interval)
+
+
+def point_celery_app_at(broker_url, result_backend):
+    """Make this process's Celery app use other broker and backend urls.
+
+    Drops the connection pool and result backend the app may have built
+    already for the old urls, so nothing still talks to them.
+    """
+    app = celerytasks.app
+    app.conf.update(broker_url=broker_url, result_backend=result_backend)
+    if app._pool is not None:
+        app._pool.force_close_all()
+    app._pool = None
+    # Celery keeps the result backend per thread, or app-wide if thread safe.
+    app._local = threading.local()
+    app._backend_cache = None
 
 
 def _tail(path, lines=40):
@@ -111,13 +128,12 @@ class RedisServerLayer(Layer):
         wait_until(answers, 20, message=f"redis-server on port {port}")
         client.close()
         self["redis_url"] = url
-        self.saved_conf = (celerytasks.app.conf.broker_url, celerytasks.app.conf.result_backend)
-        celerytasks.app.conf.update(broker_url=url, result_backend=url)
+        conf = celerytasks.app.conf
+        self.saved_urls = (conf.broker_url, conf.result_backend)
+        point_celery_app_at(url, url)
 
     def tearDown(self):
-        celerytasks.app.conf.update(
-            broker_url=self.saved_conf[0], result_backend=self.saved_conf[1]
-        )
+        point_celery_app_at(*self.saved_urls)
         _stop(self.process)
         shutil.rmtree(self.directory, ignore_errors=True)
         del self["redis_url"]

@@ -10,6 +10,7 @@ from ploneintranet.asynctasks import celerytasks
 from ploneintranet.asynctasks import tasks
 from ploneintranet.asynctasks.browser.views import CHECKSUM_KEY
 from ploneintranet.asynctasks.core import capture_credentials
+from ploneintranet.asynctasks.core import masked_url
 from Products.Five.browser import BrowserView
 from Products.Five.browser.pagetemplatefile import ViewPageTemplateFile
 from zope.annotation.interfaces import IAnnotations
@@ -87,7 +88,7 @@ class AsyncStatusView(BrowserView):
                 "socket_timeout": self.broker_timeout,
             }
         )
-        where = connection.as_uri()  # the password is masked
+        where = masked_url(app.conf.broker_url)
         try:
             with connection:
                 connection.ensure_connection(max_retries=1, timeout=self.broker_timeout)

@@ -1,0 +1,131 @@
+"""The engine's Plone side: url resolution, credential capture, enqueueing."""
+
+from plone.app.testing import login
+from plone.app.testing import logout
+from plone.app.testing import setRoles
+from plone.app.testing import TEST_USER_NAME
+from plone.protect.authenticator import _verify_request
+from ploneintranet.asynctasks import celerytasks
+from ploneintranet.asynctasks import tasks
+from ploneintranet.asynctasks.core import AsyncTaskError
+from ploneintranet.asynctasks.core import capture_credentials
+from ploneintranet.asynctasks.core import masked_url
+from ploneintranet.asynctasks.core import resolve_url
+from ploneintranet.asynctasks.interfaces import IAsyncTask
+from ploneintranet.asynctasks.testing import ASYNC_INTEGRATION_TESTING
+from zope.interface.verify import verifyObject
+
+import transaction
+import unittest
+
+
+class CoreTestCase(unittest.TestCase):
+    layer = ASYNC_INTEGRATION_TESTING
+
+    def setUp(self):
+        self.portal = self.layer["portal"]
+        self.request = self.layer["request"]
+        setRoles(self.portal, "test_user_1_", ["Manager"])
+        self.portal.invokeFactory("Folder", "folder")
+        self.folder = self.portal.folder
+        self.request.cookies["__ac"] = "ticket-of-test-user"
+        self.request.cookies["_ga"] = "analytics"
+        login(self.portal, TEST_USER_NAME)
+
+    def tearDown(self):
+        transaction.abort()
+
+
+class TestResolveUrl(CoreTestCase):
+    def test_no_url_is_the_context(self):
+        self.assertEqual(resolve_url(self.folder, None), "http://nohost/plone/folder")
+
+    def test_relative_urls_are_relative_to_the_context(self):
+        for url in ("@@view", "/@@view"):
+            self.assertEqual(
+                resolve_url(self.folder, url), "http://nohost/plone/folder/@@view"
+            )
+
+    def test_absolute_url_on_the_portal_is_kept(self):
+        url = "http://nohost/plone/other/@@view?x=1"
+        self.assertEqual(resolve_url(self.folder, url), url)
+
+    def test_other_origins_and_schemes_are_refused(self):
+        for url in (
+            "http://evil.example/plone/@@view",
+            "https://nohost/plone/@@view",
+            "http://nohost:8080/plone/@@view",
+            "http://evil@nohost/plone/@@view",
+            "file:///etc/passwd",
+            "javascript:alert(1)",
+            "http://169.254.169.254/latest/meta-data",
+        ):
+            with self.subTest(url=url), self.assertRaises(AsyncTaskError) as raised:
+                resolve_url(self.folder, url)
+            self.assertIn("relative", str(raised.exception))
+
+
+class TestCaptureCredentials(CoreTestCase):
+    def test_only_the_auth_cookie_is_taken(self):
+        cookies, headers = capture_credentials(self.request)
+        self.assertEqual(cookies, {"__ac": "ticket-of-test-user"})
+        self.assertEqual(headers, {})
+
+    def test_authorization_header_is_taken(self):
+        self.request._auth = "Bearer eyJhbGciOi"
+        cookies, headers = capture_credentials(self.request)
+        self.assertEqual(headers, {"Authorization": "Bearer eyJhbGciOi"})
+
+
+class TestAbstractPost(CoreTestCase):
+    def test_provides_the_documented_interface(self):
+        self.assertTrue(verifyObject(IAsyncTask, tasks.ReindexObject(self.folder, self.request)))
+
+    def test_prepares_credentials_authenticator_and_routing_header(self):
+        job = tasks.ReindexObject(self.folder, self.request)
+        self.assertEqual(job.cookies, {"__ac": "ticket-of-test-user"})
+        self.assertEqual(
+            job.headers["X-celery-task-name"], celerytasks.reindex_object.name
+        )
+        self.request.form["_authenticator"] = job.data["_authenticator"]
+        self.assertTrue(_verify_request(self.request))
+
+    def test_logged_in_user_without_credentials_is_an_error(self):
+        del self.request.cookies["__ac"]
+        with self.assertRaises(AsyncTaskError) as raised:
+            tasks.ReindexObject(self.folder, self.request)
+        self.assertIn("test_user_1_", str(raised.exception))
+
+    def test_anonymous_job_needs_no_credentials(self):
+        logout()
+        del self.request.cookies["__ac"]
+        job = tasks.Post(self.folder, self.request)
+        self.assertEqual(job.cookies, {})
+
+    def test_data_that_is_not_json_fails_at_enqueue_naming_it(self):
+        job = tasks.Post(self.folder, self.request)
+        with self.assertRaises(AsyncTaskError) as raised:
+            job(url="@@x", data={"items": [1, self.folder]})
+        self.assertIn("data['items'][1]", str(raised.exception))
+
+    def test_identical_jobs_of_a_transaction_share_one_task_id(self):
+        first = tasks.ReindexObject(self.folder, self.request)()
+        second = tasks.ReindexObject(self.folder, self.request)()
+        other = tasks.ReindexObject(self.folder, self.request)(data={"attributes": ["Title"]})
+        self.assertEqual(first.id, second.id)
+        self.assertNotEqual(first.id, other.id)
+
+    def test_unknown_options_reach_celery(self):
+        job = tasks.Post(self.folder, self.request)
+        result = job(url="@@x", countdown=5)
+        pending = transaction.get()._ploneintranet_asynctasks
+        (task, args, options, userid), = pending.jobs.values()
+        self.assertEqual(options["countdown"], 5)
+        self.assertEqual(options["task_id"], result.id)
+        self.assertEqual(args[0], "http://nohost/plone/folder/@@x")
+
+
+class TestMaskedUrl(unittest.TestCase):
+    def test_password_is_masked_and_the_rest_kept(self):
+        self.assertEqual(masked_url("redis://:s3cret@redis.lan:6380/1"), "redis://:***@redis.lan:6380/1")
+        self.assertEqual(masked_url("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0")

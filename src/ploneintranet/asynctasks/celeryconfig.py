@@ -22,6 +22,9 @@ variable                       default                                 meaning
 ``ASYNC_VISIBILITY_TIMEOUT``   ``3600``                                seconds before Redis redelivers a job
                                                                        that a worker took but did not finish
 ``ASYNC_RESULT_EXPIRES``       ``3600``                                seconds task results are kept
+``ASYNC_ALLOWED_ORIGINS``      (none: any http(s) origin)              comma-separated origins the worker may
+                                                                       send jobs to, e.g. ``https://example.com``
+``ASYNC_MAX_JOB_BYTES``        ``1000000``                             largest job, as JSON, Plone will enqueue
 =============================  ======================================  ===========================================
 
 ``ASYNC_ENABLED=false`` is for development without a worker: Celery runs each
@@ -76,6 +79,13 @@ ASYNC_CONNECT_TIMEOUT = _env_number("ASYNC_CONNECT_TIMEOUT", 5.0)
 ASYNC_READ_TIMEOUT = _env_number("ASYNC_READ_TIMEOUT", 300.0)
 ASYNC_MAX_RETRIES = _env_number("ASYNC_MAX_RETRIES", 6, int)
 ASYNC_RETRY_BACKOFF_MAX = _env_number("ASYNC_RETRY_BACKOFF_MAX", 600, int)
+ASYNC_MAX_JOB_BYTES = _env_number("ASYNC_MAX_JOB_BYTES", 1_000_000, int)
+# Plone only sends jobs to its own origin; this is the worker's second check.
+ASYNC_ALLOWED_ORIGINS = [
+    value.strip().rstrip("/").lower()
+    for value in os.environ.get("ASYNC_ALLOWED_ORIGINS", "").split(",")
+    if value.strip()
+]
 
 # --- Celery settings ---------------------------------------------------------
 

@@ -12,17 +12,36 @@ timeout, conflict) is retried with exponential backoff and jitter, a refusal
 """
 
 from celery import Celery
+from celery import Task
 from ploneintranet.asynctasks import celeryconfig
 from ploneintranet.asynctasks.core import dispatch
 from ploneintranet.asynctasks.core import DispatchError
 from ploneintranet.asynctasks.core import JobRefused
+from ploneintranet.asynctasks.jobqueue import superseded
 
+import logging
+
+
+logger = logging.getLogger("ploneintranet.asynctasks")
 
 app = Celery("ploneintranet.asynctasks")
 app.config_from_object(celeryconfig)
 
+
+class JobTask(Task):
+    """Base of tasks that send a job: skips a debounced job that a later one
+    for the same target replaced."""
+
+    def __call__(self, url, data=None, headers=None, cookies=None):
+        if superseded(self, url, data):
+            logger.info("%s[%s] for %s: superseded by a later job", self.name, self.request.id, url)
+            return "superseded"
+        return super().__call__(url, data, headers, cookies)
+
+
 #: Options shared by every task that sends a job to Plone.
 JOB_OPTIONS = dict(
+    base=JobTask,
     autoretry_for=(DispatchError,),
     # A refusal is an expected outcome: logged in one line, without traceback.
     throws=(JobRefused,),

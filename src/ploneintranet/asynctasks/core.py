@@ -6,12 +6,22 @@ Build your own jobs on these two; neither imports
 """
 
 from AccessControl import getSecurityManager
+from datetime import datetime
+from datetime import timezone
 from http.cookiejar import DefaultCookiePolicy
 from ploneintranet.asynctasks import celeryconfig
+from ploneintranet.asynctasks.errors import AsyncTaskError  # noqa: F401
+from ploneintranet.asynctasks.errors import AuthorizationError
+from ploneintranet.asynctasks.errors import DispatchError
+from ploneintranet.asynctasks.errors import JobRefused
 from ploneintranet.asynctasks.interfaces import IAsyncTask
+from ploneintranet.asynctasks.jobqueue import AUTHENTICATOR_FIELD
+from ploneintranet.asynctasks.jobqueue import jobs_of_transaction
+from ploneintranet.asynctasks.urls import check_http_url
+from ploneintranet.asynctasks.urls import masked_url  # noqa: F401
+from ploneintranet.asynctasks.urls import origin
+from ploneintranet.asynctasks.urls import resolve_url
 from plone.protect.authenticator import createToken
-from urllib.parse import urlsplit
-from zope.component.hooks import getSite
 from zope.globalrequest import getRequest
 from zope.interface import implementer
 
@@ -20,8 +30,6 @@ import logging
 import os
 import requests
 import time
-import transaction
-import uuid
 
 
 logger = logging.getLogger("ploneintranet.asynctasks")
@@ -32,8 +40,6 @@ AUTH_COOKIE = "__ac"
 TASK_NAME_HEADER = "X-celery-task-name"
 #: Header naming the user a job runs as; for logs only, never trusted.
 USER_HEADER = "X-Async-User"
-#: Form field that plone.protect checks.
-AUTHENTICATOR_FIELD = "_authenticator"
 
 # Answers that may succeed on a later try.
 RETRYABLE_STATUSES = frozenset({408, 409, 425, 429})
@@ -47,23 +53,6 @@ AUTHORIZATION_MARKERS = (
     'id="login-form"',
     "template-login",
 )
-
-
-class AsyncTaskError(Exception):
-    """A job cannot be prepared: the message says what to change."""
-
-
-class DispatchError(AsyncTaskError):
-    """Sending a job failed in a way that may pass; the Celery task retries."""
-
-
-class JobRefused(AsyncTaskError):
-    """Plone refused the job (4xx); retrying would not help."""
-
-
-class AuthorizationError(JobRefused):
-    """Plone did not accept the job's user: login form, 401/403 or
-    "Insufficient Privileges". Not retried."""
 
 
 def capture_credentials(request):
@@ -85,54 +74,6 @@ def capture_credentials(request):
     if authorization:
         headers["Authorization"] = authorization
     return cookies, headers
-
-
-def portal_origin(context):
-    """Return ``scheme://host[:port]`` of the site that holds ``context``."""
-    site = getSite()
-    return _origin((site if site is not None else context).absolute_url())
-
-
-def _origin(url):
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}".lower()
-
-
-def masked_url(url):
-    """``url`` with its password, if any, replaced by ``***``, for messages."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
-
-
-def resolve_url(context, url):
-    """Turn the url of a job into an absolute url.
-
-    ``None`` is the context's url; ``x`` and ``/x`` are relative to the
-    context's url; an absolute url is kept, but must be on the portal's
-    origin, because the job carries the user's credentials.
-    """
-    base = context.absolute_url()
-    if not url:
-        return base
-    parts = urlsplit(url)
-    if not parts.scheme and not parts.netloc:
-        return base.rstrip("/") + "/" + url.lstrip("/")
-    if parts.scheme not in ("http", "https") or parts.username or parts.password:
-        raise AsyncTaskError(
-            f"url {url!r} is not an http(s) url of this site; give a url "
-            "relative to the context, such as '@@my-view'"
-        )
-    allowed = portal_origin(context)
-    if _origin(url) != allowed:
-        raise AsyncTaskError(
-            f"url {url!r} is not on the portal's origin {allowed}; jobs carry "
-            "the user's credentials, so they only go to this site. Give a url "
-            "relative to the context instead"
-        )
-    return url
 
 
 def ensure_json(name, value):
@@ -176,6 +117,9 @@ class AbstractPost:
 
     task = None
     url = None
+    #: Seconds to wait for more of the same job before running it once; for
+    #: bursts such as autosave. ``None`` runs every job. Needs a Redis broker.
+    debounce = None
 
     def __init__(self, context, request=None):
         """Capture the user's credentials and a CSRF token for them."""
@@ -207,6 +151,7 @@ class AbstractPost:
     def __call__(self, url=None, data=None, headers=None, cookies=None, **options):
         """Enqueue the job; see :meth:`IAsyncTask.__call__`."""
         immediate = options.pop("immediate", False)
+        _check_delay(options)
         url = resolve_url(self.context, url or self.url)
         job_data = dict(self.data, **(data or {}))
         job_headers = dict(self.headers, **(headers or {}))
@@ -214,9 +159,35 @@ class AbstractPost:
         args = (url, job_data, job_headers, job_cookies)
         for name, value in zip(("url", "data", "headers", "cookies"), args):
             ensure_json(name, value)
+        size = len(json.dumps(args))
+        if size > celeryconfig.ASYNC_MAX_JOB_BYTES:
+            raise AsyncTaskError(
+                f"the job is {size} bytes of JSON, more than ASYNC_MAX_JOB_BYTES="
+                f"{celeryconfig.ASYNC_MAX_JOB_BYTES}; pass a reference (a UID or "
+                "path) and let the worker view load the data"
+            )
         if immediate:
             return self.task.apply_async(args, **options)
-        return _pending_jobs().add(self.task, args, options, self.userid)
+        return jobs_of_transaction().add(
+            self.task, args, options, self.userid, self.debounce
+        )
+
+
+def _check_delay(options):
+    """Refuse a delay Redis would answer with a second delivery."""
+    visibility = celeryconfig.broker_transport_options["visibility_timeout"]
+    delay = options.get("countdown") or 0
+    eta = options.get("eta")
+    if eta is not None:
+        if eta.tzinfo is None:
+            eta = eta.replace(tzinfo=timezone.utc)
+        delay = max(delay, (eta - datetime.now(timezone.utc)).total_seconds())
+    if delay >= visibility:
+        raise AsyncTaskError(
+            f"a job delayed by {delay:.0f} s would be delivered twice, since "
+            f"Redis hands unfinished jobs out again after {visibility} s; "
+            "raise ASYNC_VISIBILITY_TIMEOUT above the longest delay you need"
+        )
 
 
 def _current_userid():
@@ -224,58 +195,6 @@ def _current_userid():
     if user is None or user.getUserName() == "Anonymous User":
         return None
     return user.getId() or user.getUserName()
-
-
-class _PendingJobs:
-    """The jobs of one transaction, sent when it commits.
-
-    Identical jobs (same task, url and data) are sent once.
-    """
-
-    def __init__(self):
-        self.jobs = {}
-
-    def add(self, task, args, options, userid):
-        url, data, _, _ = args
-        fingerprint = json.dumps(
-            [
-                task.name,
-                url,
-                {k: v for k, v in data.items() if k != AUTHENTICATOR_FIELD},
-            ],
-            sort_keys=True,
-        )
-        if fingerprint not in self.jobs:
-            options.setdefault("task_id", str(uuid.uuid4()))
-            self.jobs[fingerprint] = (task, args, options, userid)
-        task, _, options, _ = self.jobs[fingerprint]
-        return task.AsyncResult(options["task_id"])
-
-    def send(self, committed):
-        if not committed:
-            logger.info("transaction aborted: %d job(s) not sent", len(self.jobs))
-            return
-        for task, args, options, userid in self.jobs.values():
-            try:
-                task.apply_async(args, **options)
-            except Exception:
-                logger.exception(
-                    "could not send job %s for %s as %s to the broker %s",
-                    task.name,
-                    args[0],
-                    userid,
-                    masked_url(task.app.conf.broker_url),
-                )
-
-
-def _pending_jobs():
-    txn = transaction.get()
-    pending = getattr(txn, "_ploneintranet_asynctasks", None)
-    if pending is None:
-        pending = _PendingJobs()
-        txn._ploneintranet_asynctasks = pending
-        txn.addAfterCommitHook(pending.send)
-    return pending
 
 
 # --- the Celery side ---------------------------------------------------------
@@ -321,12 +240,22 @@ def dispatch(url, data=None, headers=None, cookies=None):
         5xx, 408/409/425/429); Celery tasks retry it.
     :raises AuthorizationError: Plone did not accept the user (401, 403, a
         redirect to or a page of the login form, "Insufficient Privileges").
-    :raises JobRefused: any other 4xx answer.
+    :raises JobRefused: any other 4xx answer, or a url that is not plain
+        http(s) or whose origin is not in ``ASYNC_ALLOWED_ORIGINS`` (checked
+        before anything is sent).
 
     Redirects are not followed. Credential values are never logged.
     """
     headers = _clean(headers)
     user = headers.get(USER_HEADER, "unknown user")
+    check_http_url(url)
+    allowed = celeryconfig.ASYNC_ALLOWED_ORIGINS
+    if allowed and origin(url) not in allowed:
+        raise JobRefused(
+            f"not sending a job as {user} to {url}: its origin is not in "
+            f"ASYNC_ALLOWED_ORIGINS ({', '.join(allowed)}); add the portal's "
+            "(internal) origin there if this is your site"
+        )
     started = time.monotonic()
     try:
         response = http_session().post(

@@ -12,6 +12,7 @@ from ploneintranet.asynctasks.core import capture_credentials
 from ploneintranet.asynctasks.core import masked_url
 from ploneintranet.asynctasks.core import resolve_url
 from ploneintranet.asynctasks.interfaces import IAsyncTask
+from ploneintranet.asynctasks.jobqueue import jobs_of_transaction
 from ploneintranet.asynctasks.testing import ASYNC_INTEGRATION_TESTING
 from zope.interface.verify import verifyObject
 
@@ -118,8 +119,7 @@ class TestAbstractPost(CoreTestCase):
     def test_unknown_options_reach_celery(self):
         job = tasks.Post(self.folder, self.request)
         result = job(url="@@x", countdown=5)
-        pending = transaction.get()._ploneintranet_asynctasks
-        (task, args, options, userid), = pending.jobs.values()
+        ((task, args, options, userid, debounce),) = jobs_of_transaction().jobs.values()
         self.assertEqual(options["countdown"], 5)
         self.assertEqual(options["task_id"], result.id)
         self.assertEqual(args[0], "http://nohost/plone/folder/@@x")

@@ -84,57 +84,120 @@ def _tail(path, lines=40):
         return "(no log)"
 
 
-def _stop(process, timeout=10):
+def stop_process(process, sig=signal.SIGTERM, timeout=20):
+    """Send ``sig`` to ``process`` and its children; kill them if they linger."""
     if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            pass
         try:
             process.wait(timeout)
         except subprocess.TimeoutExpired:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout)
+    # Pool processes of a killed Celery worker may outlive their parent.
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def start_redis_server(port, directory):
+    """Start ``redis-server`` on 127.0.0.1:``port``; return the process once
+    it answers. Nothing is written to disk but its log in ``directory``."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError(
+            "redis-server is not installed, and the async tests need a "
+            "private one: run 'apt-get install redis-server' (as root), or "
+            "'make test', which installs it"
+        )
+    log = os.path.join(directory, "redis.log")
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1",
+         "--save", "", "--appendonly", "no", "--dir", directory,
+         "--logfile", log],
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1)
+
+    def answers():
+        if process.poll() is not None:
+            raise RuntimeError(f"redis-server exited:\n{_tail(log)}")
+        try:
+            return client.ping()
+        except redis.ConnectionError:
+            return False
+
+    try:
+        wait_until(answers, 20, message=f"redis-server on port {port}")
+    finally:
+        client.close()
+    return process
+
+
+def start_celery_worker(redis_url, directory, name, concurrency=2, **environ):
+    """Start a Celery worker process for ``redis_url``; return it once it
+    answers a ping. ``environ`` adds settings such as ``ASYNC_MAX_RETRIES``;
+    its log is ``directory/<name>.log``."""
+    log = os.path.join(directory, f"{name}.log")
+    env = dict(os.environ, BROKER_URL=redis_url, CELERY_RESULT_BACKEND=redis_url)
+    env.update({key: str(value) for key, value in environ.items()})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery",
+         "-A", "ploneintranet.asynctasks.celerytasks", "worker",
+         "--loglevel", "INFO", "--logfile", log,
+         "--concurrency", str(concurrency), "--hostname", f"{name}@localhost",
+         "--without-gossip", "--without-mingle", "--without-heartbeat"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        cwd=directory,
+        start_new_session=True,
+    )
+
+    def answers():
+        if process.poll() is not None:
+            raise RuntimeError(f"the Celery worker exited:\n{_tail(log)}")
+        return celerytasks.app.control.ping(
+            destination=[f"{name}@localhost"], timeout=0.5
+        )
+
+    try:
+        wait_until(answers, 60, message="the Celery worker to answer a ping")
+    except AssertionError:
+        stop_process(process)
+        raise AssertionError(f"the Celery worker did not start:\n{_tail(log)}") from None
+    return process
 
 
 class RedisServerLayer(Layer):
-    """A private redis-server on a free loopback port; nothing kept on disk."""
+    """A private redis-server on a free loopback port; nothing kept on disk.
+
+    Resource ``redis_url``. :meth:`stop_server` and :meth:`start_server`
+    let a test take it away and bring it back on the same port.
+    """
 
     def setUp(self):
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError(
-                "redis-server is not installed, and the async tests need a "
-                "private one: run 'apt-get install redis-server' (as root), or "
-                "'make test', which installs it"
-            )
         self.directory = tempfile.mkdtemp(prefix="asynctasks-redis-")
-        port = free_port()
-        self.log = os.path.join(self.directory, "redis.log")
-        self.process = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", self.directory,
-             "--logfile", self.log],
-            stdin=subprocess.DEVNULL,
-        )
-        url = f"redis://127.0.0.1:{port}/0"
-        client = redis.Redis.from_url(url, socket_connect_timeout=1)
-
-        def answers():
-            if self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited:\n{_tail(self.log)}")
-            try:
-                return client.ping()
-            except redis.ConnectionError:
-                return False
-
-        wait_until(answers, 20, message=f"redis-server on port {port}")
-        client.close()
+        self.port = free_port()
+        self.start_server()
+        url = f"redis://127.0.0.1:{self.port}/0"
         self["redis_url"] = url
         conf = celerytasks.app.conf
         self.saved_urls = (conf.broker_url, conf.result_backend)
         point_celery_app_at(url, url)
 
+    def start_server(self):
+        self.process = start_redis_server(self.port, self.directory)
+
+    def stop_server(self):
+        stop_process(self.process)
+
     def tearDown(self):
         point_celery_app_at(*self.saved_urls)
-        _stop(self.process)
+        self.stop_server()
         shutil.rmtree(self.directory, ignore_errors=True)
         del self["redis_url"]
 
@@ -145,53 +208,44 @@ REDIS_SERVER_FIXTURE = RedisServerLayer(name="ploneintranet.asynctasks:RedisServ
 class CeleryWorkerLayer(Layer):
     """A real Celery worker process consuming the private Redis.
 
-    Retries are made fast (at most 3, backoff capped at 2 s) so that tests of
-    failing jobs end quickly.
+    Resources ``celery_worker`` (the process) and ``celery_log`` (its log
+    file; each worker started has its own). Settings suit tests: retries are fast (backoff capped at 2 s, up to
+    8, so a 10 s outage is survived) and Redis hands out again a job whose
+    worker died after 10 s (``ASYNC_VISIBILITY_TIMEOUT``).
+    :meth:`kill_worker` and :meth:`start_worker` let a test replace it.
     """
 
     defaultBases = (REDIS_SERVER_FIXTURE,)
     concurrency = 2
+    environ = dict(
+        ASYNC_MAX_RETRIES=8,
+        ASYNC_RETRY_BACKOFF_MAX=2,
+        ASYNC_CONNECT_TIMEOUT=2,
+        ASYNC_READ_TIMEOUT=30,
+        ASYNC_VISIBILITY_TIMEOUT=10,
+    )
 
     def setUp(self):
-        url = self["redis_url"]
         self.directory = tempfile.mkdtemp(prefix="asynctasks-celery-")
-        self.log = os.path.join(self.directory, "celery.log")
-        self.name = f"asynctasks-test-{os.getpid()}@localhost"
-        env = dict(
-            os.environ,
-            BROKER_URL=url,
-            CELERY_RESULT_BACKEND=url,
-            ASYNC_MAX_RETRIES="3",
-            ASYNC_RETRY_BACKOFF_MAX="2",
-            ASYNC_CONNECT_TIMEOUT="2",
-            ASYNC_READ_TIMEOUT="30",
-        )
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery",
-             "-A", "ploneintranet.asynctasks.celerytasks", "worker",
-             "--loglevel", "INFO", "--logfile", self.log,
-             "--concurrency", str(self.concurrency), "--hostname", self.name,
-             "--without-gossip", "--without-mingle", "--without-heartbeat"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            cwd=self.directory,
-        )
+        self.generation = 0
+        self.start_worker()
 
-        def answers():
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the Celery worker exited:\n{_tail(self.log)}")
-            return celerytasks.app.control.ping(destination=[self.name], timeout=0.5)
-
-        try:
-            wait_until(answers, 60, message="the Celery worker to answer a ping")
-        except AssertionError:
-            _stop(self.process)
-            raise AssertionError(f"the Celery worker did not start:\n{_tail(self.log)}")
+    def start_worker(self):
+        """Start a (new) worker; ``celery_log`` becomes its log file."""
+        self.generation += 1
+        self.name = f"asynctasks-test-{os.getpid()}-{self.generation}"
+        self.process = start_celery_worker(
+            self["redis_url"], self.directory, self.name, self.concurrency, **self.environ
+        )
         self["celery_worker"] = self.process
-        self["celery_log"] = self.log
+        self["celery_log"] = os.path.join(self.directory, f"{self.name}.log")
+
+    def kill_worker(self, sig=signal.SIGKILL):
+        """Stop the worker and its pool processes with ``sig``."""
+        stop_process(self.process, sig)
 
     def tearDown(self):
-        _stop(self.process, timeout=20)
+        stop_process(self.process)
         shutil.rmtree(self.directory, ignore_errors=True)
         del self["celery_worker"]
         del self["celery_log"]

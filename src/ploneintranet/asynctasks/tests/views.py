@@ -1,11 +1,14 @@
 """Views used only by the tests: a job trigger and a job that leaves a trace."""
 
+from persistent.list import PersistentList
+from ploneintranet.asynctasks import celerytasks
 from ploneintranet.asynctasks import tasks
 from ploneintranet.asynctasks.browser.views import ProtectedJobView
+from ploneintranet.asynctasks.core import AbstractPost
 from Products.Five.browser import BrowserView
 from zope.annotation.interfaces import IAnnotations
 
-from persistent.list import PersistentList
+import time
 
 
 NOTES_KEY = "ploneintranet.asynctasks.tests.notes"
@@ -22,23 +25,51 @@ def received_task_name(context):
     return IAnnotations(context).get(TASK_NAME_KEY)
 
 
+class DebouncedRecord(AbstractPost):
+    """A job to ``@@test-record-job`` that runs once after a burst."""
+
+    task = celerytasks.post
+    url = "@@test-record-job"
+    debounce = 1.0
+
+
 class EnqueueView(BrowserView):
     """``@@test-enqueue``: enqueue a job as the requesting user; return its id.
 
     ``?job=reindex`` enqueues ReindexObject; ``?job=post&note=x`` enqueues a
-    Post to ``@@test-record-job``.
+    Post to ``@@test-record-job``, ``?job=debounced&note=x`` a DebouncedRecord.
+    ``times=n`` enqueues the same job n times; ``fail=1`` raises afterwards,
+    so the transaction aborts.
     """
 
     def __call__(self):
         form = self.request.form
-        if form.get("job") == "reindex":
-            result = tasks.ReindexObject(self.context, self.request)()
-        else:
-            result = tasks.Post(self.context, self.request)(
-                url=form.get("url", "@@test-record-job"),
-                data={"note": form.get("note", "")},
-            )
+        for _ in range(int(form.get("times", 1))):
+            result = self.enqueue(form.get("job"), form.get("note", ""))
+        if form.get("fail"):
+            raise RuntimeError("failing on purpose after enqueueing")
         return result.id
+
+    def enqueue(self, job, note):
+        if job == "reindex":
+            return tasks.ReindexObject(self.context, self.request)()
+        if job == "debounced":
+            return DebouncedRecord(self.context, self.request)(data={"note": note})
+        return tasks.Post(self.context, self.request)(
+            url=self.request.form.get("url", "@@test-record-job"),
+            data={"note": note},
+        )
+
+
+class EditAndReindexView(ProtectedJobView):
+    """``@@test-edit-and-reindex``: set the title without reindexing, enqueue
+    ReindexObject, then keep the transaction open ``delay`` seconds."""
+
+    def run(self):
+        self.context.title = self.request.form["title"]
+        tasks.ReindexObject(self.context, self.request)()
+        time.sleep(float(self.request.form.get("delay", 0)))
+        return "edited"
 
 
 class RecordJobView(ProtectedJobView):

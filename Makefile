@@ -4,12 +4,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install redis-server test run stop clean
+.PHONY: help install redis-server test run stop clean docs
 
 help:
 	@echo "make test   install everything needed (venv, constraints, redis-server) and run the tests"
 	@echo "make run    start Plone, Redis and a Celery worker under supervisor (Ctrl-C stops)"
 	@echo "make stop   stop what 'make run' started"
+	@echo "make docs   build the Sphinx documentation into docs/_build/html (warnings are errors)"
 
 $(STAMP): setup.py constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if (3, 10) <= sys.version_info[:2] <= (3, 13) else "Python 3.10 to 3.13 is needed; run: make PYTHON=python3.11 ...")'
@@ -34,6 +35,17 @@ test: install redis-server
 
 run: install redis-server
 	$(BIN)/python scripts/devserver.py run
+
+docs: install
+	@if command -v dot >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "graphviz (dot) is missing: installing it with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null; \
+	else \
+	  echo "graphviz (dot) is missing: run 'sudo apt-get install graphviz' (Debian/Ubuntu) and try again" >&2; exit 1; \
+	fi
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[docs]'
+	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
 
 stop:
 	@if [ -x $(BIN)/python ]; then $(BIN)/python scripts/devserver.py stop; fi

@@ -63,6 +63,10 @@ setup(
             "plone.app.contenttypes",
             "supervisor",
         ],
+        "docs": [
+            "sphinx",
+            "sphinxcontrib-zopeext",
+        ],
     },
     entry_points={
         "z3c.autoinclude.plugin": ["target = plone"],

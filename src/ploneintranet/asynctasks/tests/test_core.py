@@ -16,6 +16,10 @@ from ploneintranet.asynctasks.jobqueue import jobs_of_transaction
 from ploneintranet.asynctasks.testing import ASYNC_INTEGRATION_TESTING
 from zope.interface.verify import verifyObject
 
+from datetime import datetime
+from datetime import timedelta
+from datetime import timezone
+
 import transaction
 import unittest
 
@@ -108,6 +112,21 @@ class TestAbstractPost(CoreTestCase):
         with self.assertRaises(AsyncTaskError) as raised:
             job(url="@@x", data={"items": [1, self.folder]})
         self.assertIn("data['items'][1]", str(raised.exception))
+
+    def test_delay_past_the_visibility_timeout_is_refused(self):
+        job = tasks.Post(self.folder, self.request)
+        late = datetime.now(timezone.utc) + timedelta(hours=2)
+        for options in ({"countdown": 4000}, {"eta": late}):
+            with self.subTest(options=options), self.assertRaises(AsyncTaskError) as raised:
+                job(url="@@x", **options)
+            self.assertIn("ASYNC_VISIBILITY_TIMEOUT", str(raised.exception))
+        self.assertTrue(job(url="@@x", countdown=60).id)
+
+    def test_oversized_job_is_refused(self):
+        job = tasks.Post(self.folder, self.request)
+        with self.assertRaises(AsyncTaskError) as raised:
+            job(url="@@x", data={"blob": "x" * 1_000_001})
+        self.assertIn("ASYNC_MAX_JOB_BYTES", str(raised.exception))
 
     def test_identical_jobs_of_a_transaction_share_one_task_id(self):
         first = tasks.ReindexObject(self.folder, self.request)()

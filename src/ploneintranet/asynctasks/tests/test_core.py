@@ -1,5 +1,6 @@
 """The engine's Plone side: url resolution, credential capture, enqueueing."""
 
+from plone import api
 from plone.app.testing import login
 from plone.app.testing import logout
 from plone.app.testing import setRoles
@@ -14,6 +15,7 @@ from ploneintranet.asynctasks.core import resolve_url
 from ploneintranet.asynctasks.interfaces import IAsyncTask
 from ploneintranet.asynctasks.jobqueue import jobs_of_transaction
 from ploneintranet.asynctasks.testing import ASYNC_INTEGRATION_TESTING
+from ploneintranet.asynctasks.urls import REPLACEMENT_MAPPING_RECORD
 from zope.interface.verify import verifyObject
 
 from datetime import datetime
@@ -68,6 +70,15 @@ class TestResolveUrl(CoreTestCase):
             with self.subTest(url=url), self.assertRaises(AsyncTaskError) as raised:
                 resolve_url(self.folder, url)
             self.assertIn("relative", str(raised.exception))
+
+
+    def test_portal_url_is_moved_to_the_internal_address(self):
+        internal = "http://127.0.0.1:8080/VirtualHostBase/http/nohost:80/plone/VirtualHostRoot"
+        api.portal.set_registry_record(REPLACEMENT_MAPPING_RECORD, {"http://nohost/plone": internal})
+        self.assertEqual(resolve_url(self.folder, "@@view"), internal + "/folder/@@view")
+        # the check is on the public url: the internal one is not accepted as input
+        with self.assertRaises(AsyncTaskError):
+            resolve_url(self.folder, internal + "/folder/@@view")
 
 
 class TestCaptureCredentials(CoreTestCase):

@@ -529,6 +529,10 @@ def run(args):
         )
     broker_env, broker = choose_broker()
     env = dict(os.environ, **broker_env, DEVSERVER_BIN=str(BIN))
+    # The worker's own check: jobs (and credentials) go only to this Plone.
+    env.setdefault(
+        "ASYNC_ALLOWED_ORIGINS", f"http://localhost:{port},http://127.0.0.1:{port}"
+    )
 
     password, new_password = admin_password()
     write_instance(port)

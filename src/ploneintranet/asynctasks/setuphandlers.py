@@ -1,5 +1,6 @@
 """GenericSetup handlers of the add-on's profiles."""
 
+from plone.api import portal
 from plone.base.interfaces import INonInstallable
 from ploneintranet.asynctasks.browser.views import CHECKSUM_KEY
 from zope.annotation.interfaces import IAnnotations
@@ -14,7 +15,7 @@ class HiddenProfiles:
         return ["ploneintranet.asynctasks:uninstall"]
 
 
-def uninstall(context):
-    """Remove what the add-on stored on the site root."""
-    site = context.getSite()
-    IAnnotations(site).pop(CHECKSUM_KEY, None)
+def uninstall(setup_tool):
+    """Post handler of the uninstall profile: remove what the add-on stored
+    on the site root."""
+    IAnnotations(portal.get()).pop(CHECKSUM_KEY, None)

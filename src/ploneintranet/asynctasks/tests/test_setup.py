@@ -1,0 +1,50 @@
+"""The add-on installs, uninstalls and reinstalls cleanly."""
+
+from plone import api
+from plone.browserlayer.utils import registered_layers
+from plone.base.utils import get_installer
+from ploneintranet.asynctasks.browser.views import CHECKSUM_KEY
+from ploneintranet.asynctasks.interfaces import IPloneintranetAsyncLayer
+from ploneintranet.asynctasks.testing import ASYNC_INTEGRATION_TESTING
+from ploneintranet.asynctasks.urls import REPLACEMENT_MAPPING_RECORD
+
+from zope.annotation.interfaces import IAnnotations
+
+import unittest
+
+
+class TestSetup(unittest.TestCase):
+    layer = ASYNC_INTEGRATION_TESTING
+
+    def setUp(self):
+        self.portal = self.layer["portal"]
+        self.installer = get_installer(self.portal, self.layer["request"])
+
+    def installed_parts(self):
+        record = api.portal.get_registry_record(REPLACEMENT_MAPPING_RECORD, default="missing")
+        return IPloneintranetAsyncLayer in registered_layers(), record
+
+    def test_installed(self):
+        self.assertTrue(self.installer.is_product_installed("ploneintranet.asynctasks"))
+        self.assertEqual(self.installed_parts(), (True, {}))
+
+    def test_uninstall_removes_layer_and_record_and_reinstall_restores_them(self):
+        IAnnotations(self.portal)[CHECKSUM_KEY] = "c0ffee"
+        with api.env.adopt_roles(["Manager"]):
+            self.installer.uninstall_product("ploneintranet.asynctasks")
+            self.assertFalse(self.installer.is_product_installed("ploneintranet.asynctasks"))
+            self.assertEqual(self.installed_parts(), (False, "missing"))
+            self.assertNotIn(CHECKSUM_KEY, IAnnotations(self.portal))
+            self.installer.install_product("ploneintranet.asynctasks")
+        self.assertEqual(self.installed_parts(), (True, {}))
+
+    def test_upgrade_from_1000_adds_the_record(self):
+        setup = self.portal.portal_setup
+        api.portal.get_tool("portal_registry").records.__delitem__(REPLACEMENT_MAPPING_RECORD)
+        setup.setLastVersionForProfile("ploneintranet.asynctasks:default", "1000")
+        with api.env.adopt_roles(["Manager"]):
+            self.installer.upgrade_product("ploneintranet.asynctasks")
+        self.assertEqual(self.installed_parts(), (True, {}))
+        self.assertEqual(
+            setup.getLastVersionForProfile("ploneintranet.asynctasks:default"), ("1001",)
+        )

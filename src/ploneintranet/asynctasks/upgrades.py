@@ -1,0 +1,14 @@
+"""Upgrade steps of the ``ploneintranet.asynctasks:default`` profile.
+
+To add one: raise ``<version>`` in ``profiles/default/metadata.xml``, write a
+function here that takes the ``portal_setup`` tool, and register it in
+``upgrades.zcml`` with ``source`` the old version and ``destination`` the new.
+Site administrators then run it from the Add-ons control panel.
+"""
+
+PROFILE = "profile-ploneintranet.asynctasks:default"
+
+
+def import_registry(setup_tool):
+    """1000 -> 1001: add the ``portal_url_replacement_mapping`` record."""
+    setup_tool.runImportStepFromProfile(PROFILE, "plone.app.registry")

@@ -25,6 +25,8 @@ variable                       default                                 meaning
 ``ASYNC_ALLOWED_ORIGINS``      (none: any http(s) origin)              comma-separated origins the worker may
                                                                        send jobs to, e.g. ``https://example.com``
 ``ASYNC_MAX_JOB_BYTES``        ``1000000``                             largest job, as JSON, Plone will enqueue
+``ASYNC_TASK_ROUTES``          ``reindex_object`` and ``post`` on      comma-separated ``task=queue`` pairs; the
+                               ``high`` (see below)                    task may be a glob such as ``my.addon.*``
 =============================  ======================================  ===========================================
 
 ``ASYNC_ENABLED=false`` is for development without a worker: Celery runs each
@@ -33,9 +35,26 @@ an HTTP POST to Plone, sent when the user's transaction commits, from the
 thread that served the user, so the user waits for it and the instance needs a
 second free thread (waitress has four by default) to answer it. Retries,
 countdowns and routing do not apply. Never use it in production.
+
+Queues: ``ASYNC_TASK_ROUTES`` puts each task's jobs in a named queue, so that
+separate workers (``celery worker -Q high``) can serve urgent and slow work.
+The default is
+``ploneintranet.asynctasks.celerytasks.reindex_object=high,ploneintranet.asynctasks.celerytasks.post=high``;
+a value replaces it as a whole, and ``*=celery`` routes nothing away. Tasks
+that no route names, ``add`` of ``@@async-status`` among them, wait in Celery's
+default queue ``celery``. ``ASYNC_QUEUES`` lists the default queue and
+every routed one: a worker started without ``-Q`` consumes all of them, so one
+worker is always a complete setup. A job in a queue that no worker consumes
+waits forever. Queue names are letters, digits, ``.``, ``_`` and ``-``; a
+slow queue ``low`` is served by ``make run-zeo`` and waits for tasks such as
+previews (``my.addon.celerytasks.preview=low``).
 """
 
+from kombu import Exchange
+from kombu import Queue
+
 import os
+import re
 
 
 def _env_flag(name, default):
@@ -72,6 +91,30 @@ def _env_number(name, default, kind=float):
     return number
 
 
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def _env_routes(name, default):
+    """Read ``task=queue,...`` pairs from ``name``; return ``{task: queue}``."""
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        return dict(default)
+    routes = {}
+    for item in value.split(","):
+        if not item.strip():
+            continue
+        task, sep, queue = (part.strip() for part in item.partition("="))
+        if not sep or not task or not _QUEUE_NAME.match(queue):
+            raise ValueError(
+                f"environment variable {name} has {item.strip()!r}, which is "
+                "not task=queue: use pairs such as "
+                "ploneintranet.asynctasks.celerytasks.post=high, separated by "
+                "commas (queue names are letters, digits, '.', '_' and '-')"
+            )
+        routes[task] = queue
+    return routes
+
+
 # --- ploneintranet.asynctasks' own settings --------------------------------
 
 ASYNC_ENABLED = _env_flag("ASYNC_ENABLED", True)
@@ -86,6 +129,19 @@ ASYNC_ALLOWED_ORIGINS = [
     for value in os.environ.get("ASYNC_ALLOWED_ORIGINS", "").split(",")
     if value.strip()
 ]
+
+#: Celery's queue for the tasks that no route names.
+DEFAULT_QUEUE = "celery"
+#: Task name (or glob) -> queue; jobs users wait for go to ``high``.
+ASYNC_TASK_ROUTES = _env_routes(
+    "ASYNC_TASK_ROUTES",
+    {
+        "ploneintranet.asynctasks.celerytasks.reindex_object": "high",
+        "ploneintranet.asynctasks.celerytasks.post": "high",
+    },
+)
+#: Every queue a job may be put in: the default queue first, then the routed.
+ASYNC_QUEUES = tuple(dict.fromkeys([DEFAULT_QUEUE, *ASYNC_TASK_ROUTES.values()]))
 
 # --- Celery settings ---------------------------------------------------------
 
@@ -114,3 +170,8 @@ result_expires = _env_number("ASYNC_RESULT_EXPIRES", 3600, int)
 
 enable_utc = True
 timezone = "UTC"
+
+# Routing. Declaring every queue makes a worker without -Q consume them all.
+task_default_queue = DEFAULT_QUEUE
+task_routes = {task: {"queue": queue} for task, queue in ASYNC_TASK_ROUTES.items()}
+task_queues = [Queue(name, Exchange(name), routing_key=name) for name in ASYNC_QUEUES]

@@ -4,12 +4,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install redis-server test run stop clean docs
+.PHONY: help install redis-server haproxy test run run-zeo stop clean docs
 
 help:
-	@echo "make test   install everything needed (venv, constraints, redis-server) and run the tests"
+	@echo "make test   install everything needed (venv, constraints, redis-server, haproxy) and run the tests"
 	@echo "make run    start Plone, Redis and a Celery worker under supervisor (Ctrl-C stops)"
-	@echo "make stop   stop what 'make run' started"
+	@echo "make run-zeo  start the production-like server under supervisor: ZEO, a frontend and a"
+	@echo "              worker Plone instance, HAProxy routing jobs, a Celery worker per queue, Flower"
+	@echo "make stop   stop what 'make run' or 'make run-zeo' started"
 	@echo "make docs   build the Sphinx documentation into docs/_build/html (warnings are errors)"
 
 $(STAMP): setup.py constraints.txt
@@ -30,11 +32,26 @@ redis-server:
 	  echo "redis-server is missing: run 'sudo apt-get install redis-server' (Debian/Ubuntu) and try again" >&2; exit 1; \
 	fi
 
-test: install redis-server
+# The reverse proxy of `make run-zeo` and tests/test_routing.py.
+haproxy:
+	@if command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "haproxy is missing: installing it with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null; \
+	else \
+	  echo "haproxy is missing: run 'sudo apt-get install haproxy' (Debian/Ubuntu) and try again" >&2; exit 1; \
+	fi
+
+test: install redis-server haproxy
 	$(BIN)/pytest
 
 run: install redis-server
 	$(BIN)/python scripts/devserver.py run
+
+# Redis is not installed here: like production, run-zeo expects a system service.
+run-zeo: install haproxy
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[zeo]'
+	$(BIN)/python scripts/devserver.py run-zeo
 
 docs: install
 	@if command -v dot >/dev/null 2>&1; then :; \

@@ -58,10 +58,17 @@ setup(
             "plone.app.contenttypes",
             "pytest",
             "zope.pytestlayer",
+            # tests/test_routing.py runs two instances on a ZEO server.
+            "ZEO",
         ],
         "run": [
             "plone.app.contenttypes",
             "supervisor",
+        ],
+        # The production-like server of `make run-zeo`.
+        "zeo": [
+            "ZEO",
+            "flower",
         ],
         "docs": [
             "sphinx",

@@ -296,4 +296,9 @@ def stop():
         stopped_something = True
     for stale in (SOCKET, SUPERVISORD_PID):  # left by a killed supervisord
         stale.unlink(missing_ok=True)
+    # HAProxy and Flower's shell do not remove their pid files.
+    for pidfile, word, _sig in PROGRAM_PIDS.values():
+        pid = read_pid(pidfile)
+        if pid is None or not pid_alive(pid, word):
+            pidfile.unlink(missing_ok=True)
     return stopped_something

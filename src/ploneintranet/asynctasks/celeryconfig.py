@@ -164,6 +164,9 @@ worker_prefetch_multiplier = 1
 
 broker_transport_options = {
     "visibility_timeout": _env_number("ASYNC_VISIBILITY_TIMEOUT", 3600, int),
+    # kombu looks for the jobs of lost workers only every 10th sweep (every
+    # 100 s); look at every sweep, so they return at most 10 s after the timeout.
+    "unacked_restore_throttle": 1,
 }
 broker_connection_retry_on_startup = True
 result_expires = _env_number("ASYNC_RESULT_EXPIRES", 3600, int)

@@ -160,9 +160,12 @@ def start_celery_worker(redis_url, directory, name, concurrency=2, **environ):
     def answers():
         if process.poll() is not None:
             raise RuntimeError(f"the Celery worker exited:\n{_tail(log)}")
-        return celerytasks.app.control.ping(
-            destination=[f"{name}@localhost"], timeout=0.5
-        )
+        app = celerytasks.app
+        # not a pooled connection: after a Redis restart it can miss replies
+        with app.connection_for_write() as connection:
+            return app.control.ping(
+                destination=[f"{name}@localhost"], timeout=0.5, connection=connection
+            )
 
     try:
         wait_until(answers, 60, message="the Celery worker to answer a ping")
@@ -196,10 +199,12 @@ class RedisServerLayer(Layer):
         stop_process(self.process)
 
     def tearDown(self):
-        point_celery_app_at(*self.saved_urls)
-        self.stop_server()
-        shutil.rmtree(self.directory, ignore_errors=True)
-        del self["redis_url"]
+        try:
+            point_celery_app_at(*self.saved_urls)
+        finally:  # never leave a redis-server behind
+            self.stop_server()
+            shutil.rmtree(self.directory, ignore_errors=True)
+            del self["redis_url"]
 
 
 REDIS_SERVER_FIXTURE = RedisServerLayer(name="ploneintranet.asynctasks:RedisServer")
@@ -209,16 +214,17 @@ class CeleryWorkerLayer(Layer):
     """A real Celery worker process consuming the private Redis.
 
     Resources ``celery_worker`` (the process) and ``celery_log`` (its log
-    file; each worker started has its own). Settings suit tests: retries are fast (backoff capped at 2 s, up to
-    8, so a 10 s outage is survived) and Redis hands out again a job whose
-    worker died after 10 s (``ASYNC_VISIBILITY_TIMEOUT``).
+    file; each worker started has its own). Settings suit tests: retries are
+    fast (at most 2 s apart; Celery's full jitter makes a wait 1 s on average,
+    so 30 retries outlast a 10 s outage, while 8 would not) and Redis hands out
+    again a job whose worker died after 10 s (``ASYNC_VISIBILITY_TIMEOUT``).
     :meth:`kill_worker` and :meth:`start_worker` let a test replace it.
     """
 
     defaultBases = (REDIS_SERVER_FIXTURE,)
     concurrency = 2
     environ = dict(
-        ASYNC_MAX_RETRIES=8,
+        ASYNC_MAX_RETRIES=30,
         ASYNC_RETRY_BACKOFF_MAX=2,
         ASYNC_CONNECT_TIMEOUT=2,
         ASYNC_READ_TIMEOUT=30,

@@ -108,7 +108,11 @@ class AsyncStatusView(BrowserView):
         return _check("broker", OK, f"reachable at {where}")
 
     def check_worker(self):
-        replies = celerytasks.app.control.ping(timeout=self.ping_timeout)
+        app = celerytasks.app
+        # A connection of its own: after Redis restarted, a pooled one can
+        # stay deaf to the replies for good.
+        with app.connection_for_write() as connection:
+            replies = app.control.ping(timeout=self.ping_timeout, connection=connection)
         names = sorted(name for reply in replies for name in reply)
         if not names:
             return _check(

@@ -1,0 +1,194 @@
+"""Jobs survive the faults of the real services around them.
+
+Each test takes a real process away in the middle of the work (the Celery
+worker, the Plone WSGI server, Redis) or makes Plone fail, brings it back,
+and checks what a user would notice: every job's effect is there, or, when the
+broker is down at commit, the user's save is refused as a whole. Jobs run at
+least once, so duplicates are allowed and reported.
+"""
+
+from celery.result import AsyncResult
+from plone.testing.zope import WSGI_SERVER_FIXTURE
+from ploneintranet.asynctasks import celerytasks
+from ploneintranet.asynctasks.testing import CELERY_WORKER_FIXTURE
+from ploneintranet.asynctasks.testing import REDIS_SERVER_FIXTURE
+from ploneintranet.asynctasks.testing import wait_until
+from ploneintranet.asynctasks.tests import fault_views
+from ploneintranet.asynctasks.tests.base import PipelineTestCase
+from ploneintranet.asynctasks.tests.test_views import authenticator_in
+
+import json
+import redis
+import shutil
+import time
+import transaction
+
+
+def taken_task_ids(redis_url):
+    """Ids of the jobs workers have taken from Redis and not acknowledged."""
+    client = redis.Redis.from_url(redis_url, socket_timeout=5)
+    try:
+        # kombu keeps each taken message in this hash until it is acknowledged
+        return {json.loads(raw)[0]["headers"]["id"] for raw in client.hvals("unacked")}
+    finally:
+        client.close()
+
+
+class FaultTestCase(PipelineTestCase):
+    def setUp(self):
+        super().setUp()
+        fault_views.prepare_runs(self.doc)
+        transaction.commit()
+        self.started = time.monotonic()
+
+    def runs(self):
+        return fault_views.runs(self.fresh(self.doc))
+
+    def enqueue_many(self, count, prefix):
+        """Enqueue ``count`` counted jobs in one request; return their ids."""
+        response = self.get(
+            f"{self.doc_url}/@@test-enqueue-many?count={count}&prefix={prefix}",
+            auth=self.owner,
+        )
+        self.assertEqual(response.status_code, 200, response.text[:500])
+        ids = response.text.split()
+        self.assertEqual(len(ids), count)
+        return ids
+
+    def wait_for_runs(self, keys, timeout, message):
+        """Wait until a job with each of ``keys`` ran; return the runs."""
+        wait_until(
+            lambda: set(keys) <= set(self.runs()), timeout, interval=0.2, message=message
+        )
+        return self.runs()
+
+    def duplicates(self, runs):
+        return sum(runs.values()) - len(runs)
+
+    def report(self, what, runs):
+        print(
+            f"\n{self.id()}: {what}; {len(runs)} keys, "
+            f"{self.duplicates(runs)} duplicate run(s), "
+            f"{time.monotonic() - self.started:.1f} s"
+        )
+
+
+class TestWorkerKilled(FaultTestCase):
+    count = 300
+
+    def test_jobs_of_a_killed_worker_run_on_a_new_one(self):
+        keys = [f"kill-{index}" for index in range(self.count)]
+        self.enqueue_many(self.count, "kill")
+        wait_until(lambda: len(self.runs()) >= 30, 30, interval=0.02, message="30 jobs")
+        CELERY_WORKER_FIXTURE.kill_worker()
+        try:
+            ran_before = len(self.runs())
+            taken = taken_task_ids(self.layer["redis_url"])
+        finally:
+            CELERY_WORKER_FIXTURE.start_worker()
+        self.assertLess(ran_before, self.count, "all jobs ran before the kill")
+        self.assertTrue(taken, "the killed worker had taken no job")
+
+        # Redis hands the killed worker's jobs out again after the visibility
+        # timeout (10 s), at the new worker's next sweep (every 10 s).
+        self.wait_for_runs(keys, 45, f"all {self.count} jobs")
+        wait_until(
+            lambda: all(self.succeeded(task_id) for task_id in taken),
+            30,
+            interval=0.5,
+            message="the new worker to run the jobs the killed one had taken",
+        )
+        runs = self.runs()
+        self.report(f"killed after {ran_before} runs, holding {len(taken)} job(s)", runs)
+        self.assertEqual(set(runs), set(keys))
+        # only a job taken by the killed worker can have run twice
+        self.assertLessEqual(self.duplicates(runs), len(taken), runs)
+
+    def succeeded(self, task_id):
+        return f"{celerytasks.post.name}[{task_id}] succeeded" in self.celery_log()
+
+
+class TestPloneStopped(FaultTestCase):
+    count = 100
+    outage = 10
+
+    def test_jobs_complete_when_plone_is_back(self):
+        keys = [f"down-{index}" for index in range(self.count)]
+        ids = self.enqueue_many(self.count, "down")
+        wait_until(lambda: len(self.runs()) >= 5, 30, interval=0.02, message="5 jobs")
+        layer = WSGI_SERVER_FIXTURE
+        port, conf_dir = layer.port, layer._wsgi_conf_dir
+        layer.server.shutdown()
+        try:
+            ran_before = len(self.runs())
+            time.sleep(self.outage)
+        finally:
+            layer.setUpServer()  # a new server on layer.port
+            shutil.rmtree(conf_dir, ignore_errors=True)
+        # the jobs' urls name the port, so the new server must listen on it
+        self.assertEqual(layer.server.socket.getsockname()[1], port)
+        self.assertEqual(self.layer["port"], port)
+        self.assertLess(ran_before, self.count, "all jobs ran before Plone stopped")
+
+        runs = self.wait_for_runs(keys, 45, f"all {self.count} jobs")
+        statuses = [AsyncResult(i, app=celerytasks.app).get(timeout=30) for i in ids]
+        self.report(f"Plone stopped {self.outage} s after {ran_before} runs", runs)
+        self.assertEqual(set(runs), set(keys))
+        self.assertEqual(statuses, [200] * self.count)
+        log = self.celery_log()
+        retried = [i for i in ids if f"{celerytasks.post.name}[{i}] retry: " in log]
+        self.assertTrue(retried, "no job was retried: Plone was not stopped in time")
+        self.assertIn("ConnectionError", log)
+
+
+class TestBrokerDownAtCommit(FaultTestCase):
+    def test_save_is_refused_as_a_whole_and_jobs_flow_once_redis_is_back(self):
+        url = f"{self.doc_url}/@@test-retitle-and-enqueue"
+        token = authenticator_in(self.get(url, auth=self.owner).text)
+        self.assertTrue(token)
+        form = {"_authenticator": token, "title": "Lost edit", "key": "while-down"}
+        REDIS_SERVER_FIXTURE.stop_server()
+        try:
+            refused = self.post(url, auth=self.owner, data=form)
+        finally:
+            REDIS_SERVER_FIXTURE.start_server()
+        self.assertEqual(refused.status_code, 500, refused.text[:500])
+        self.assertIn("AsyncTaskError", refused.text)
+        self.assertEqual(self.fresh(self.doc).title, "Plain page")
+
+        # Neither Plone nor the worker is restarted: both reconnect by themselves.
+        form.update(title="Kept edit", key="after")
+        saved = self.post(url, auth=self.owner, data=form)
+        self.assertEqual(saved.status_code, 200, saved.text[:500])
+        self.assertEqual(self.fresh(self.doc).title, "Kept edit")
+        self.assertEqual(AsyncResult(saved.text, app=celerytasks.app).get(timeout=45), 200)
+        runs = self.runs()
+        self.report("Redis stopped at commit", runs)
+        # the refused save left no job behind
+        self.assertEqual(runs, {"after": 1})
+
+
+class TestConflictError(FaultTestCase):
+    # Zope retries a ConflictError 3 times within a request (4 attempts), so
+    # 10 failures take 3 requests: Celery retries the job twice.
+    failures = 10
+
+    def test_job_is_retried_by_celery_until_the_conflict_passes(self):
+        prefix = f"conflict-{time.time()}"
+        response = self.get(
+            f"{self.doc_url}/@@test-enqueue-many?count=1&prefix={prefix}"
+            f"&url=@@test-conflicting-job&failures={self.failures}",
+            auth=self.owner,
+        )
+        self.assertEqual(response.status_code, 200, response.text[:500])
+        task_id = response.text.strip()
+        result = AsyncResult(task_id, app=celerytasks.app)
+        self.assertEqual(result.get(timeout=50), 200)
+
+        key = f"{prefix}-0"
+        runs = self.runs()
+        self.report(f"{fault_views.conflict_attempts[key]} attempts", runs)
+        self.assertEqual(runs, {key: 1})
+        self.assertEqual(fault_views.conflict_attempts[key], self.failures + 1)
+        retries = self.celery_log().count(f"{celerytasks.post.name}[{task_id}] retry:")
+        self.assertEqual(retries, 2, self.celery_log()[-3000:])

@@ -28,6 +28,23 @@ app = Celery("ploneintranet.asynctasks")
 app.config_from_object(celeryconfig)
 
 
+class HideMessageContents(logging.Filter):
+    """Celery's worker logs the whole message it cannot run (a task it does
+    not know, a malformed message); a job's message carries the user's
+    credentials, so only the error is kept."""
+
+    starts = ("Received unregistered task", "Received invalid task message")
+
+    def filter(self, record):
+        if isinstance(record.msg, str) and record.msg.startswith(self.starts) and record.args:
+            hidden = "(not logged: it may carry credentials)"
+            record.args = (record.args[0],) + (hidden,) * (len(record.args) - 1)
+        return True
+
+
+logging.getLogger("celery.worker.consumer.consumer").addFilter(HideMessageContents())
+
+
 class JobTask(Task):
     """Base of tasks that send a job: skips a debounced job that a later one
     for the same target replaced."""

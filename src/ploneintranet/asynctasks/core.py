@@ -28,6 +28,7 @@ from zope.interface import implementer
 import json
 import logging
 import os
+import re
 import requests
 import time
 
@@ -53,6 +54,8 @@ AUTHORIZATION_MARKERS = (
     'id="login-form"',
     "template-login",
 )
+# A header or cookie name: an HTTP token (RFC 9110), so nothing can end it early.
+HTTP_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 def capture_credentials(request):
@@ -81,7 +84,17 @@ def ensure_json(name, value):
     JSON cannot carry to the worker."""
     try:
         json.dumps(value)
-    except (TypeError, ValueError):
+    except RecursionError:
+        raise AsyncTaskError(
+            f"{name} is nested too deeply to be sent as JSON; pass flat data, or "
+            "a reference (a UID or path) and let the worker view load the data"
+        ) from None
+    except ValueError as error:  # json.dumps: "Circular reference detected"
+        raise AsyncTaskError(
+            f"{name} contains itself ({error}), which JSON cannot carry; "
+            "pass plain strings, numbers, lists or dicts"
+        ) from None
+    except TypeError:
         if isinstance(value, dict):
             for key, item in value.items():
                 if not isinstance(key, str):
@@ -159,6 +172,11 @@ class AbstractPost:
         args = (url, job_data, job_headers, job_cookies)
         for name, value in zip(("url", "data", "headers", "cookies"), args):
             ensure_json(name, value)
+        problem = header_problem(job_headers, job_cookies)
+        if problem:
+            raise AsyncTaskError(
+                f"{problem}; pass such values to the job in data instead"
+            )
         size = len(json.dumps(args))
         if size > celeryconfig.ASYNC_MAX_JOB_BYTES:
             raise AsyncTaskError(
@@ -223,14 +241,26 @@ def http_session():
     return _session
 
 
-def _clean(values):
-    """Drop CR and LF from header and cookie values (no header injection)."""
-    return {
-        str(k).replace("\r", "").replace("\n", ""): str(v)
-        .replace("\r", "")
-        .replace("\n", "")
-        for k, v in (values or {}).items()
-    }
+def header_problem(headers, cookies):
+    """Say what in ``headers`` or ``cookies`` cannot be sent as it is, or
+    ``None``: a name that is not an HTTP token, a control character (CR/LF
+    would start another header) or ``;`` (another cookie) in a value, or a
+    value outside Latin-1. Values are never quoted: they may be credentials."""
+    for kind, values, separators in (("header", headers, ""), ("cookie", cookies, ";")):
+        for name, value in (values or {}).items():
+            if not HTTP_TOKEN.fullmatch(str(name)):
+                return f"{kind} name {str(name)!r} is not an HTTP token"
+            value = str(value)
+            if any(ord(c) < 32 or ord(c) == 127 or c in separators for c in value):
+                also = f" or {separators!r}" if separators else ""
+                return f"the value of {kind} {name} has a control character{also}"
+            if any(ord(c) > 255 for c in value):
+                return f"the value of {kind} {name} has characters outside Latin-1"
+    return None
+
+
+def _as_text(values):
+    return {str(name): str(value) for name, value in (values or {}).items()}
 
 
 def dispatch(url, data=None, headers=None, cookies=None):
@@ -240,15 +270,19 @@ def dispatch(url, data=None, headers=None, cookies=None):
         5xx, 408/409/425/429); Celery tasks retry it.
     :raises AuthorizationError: Plone did not accept the user (401, 403, a
         redirect to or a page of the login form, "Insufficient Privileges").
-    :raises JobRefused: any other 4xx answer, or a url that is not plain
-        http(s) or whose origin is not in ``ASYNC_ALLOWED_ORIGINS`` (checked
-        before anything is sent).
+    :raises JobRefused: any other 4xx answer, or (checked before anything
+        is sent) a url that is not plain http(s) or whose origin is not in
+        ``ASYNC_ALLOWED_ORIGINS``, or a header or cookie that could smuggle
+        in another (see :func:`header_problem`).
 
     Redirects are not followed. Credential values are never logged.
     """
-    headers = _clean(headers)
-    user = headers.get(USER_HEADER, "unknown user")
     check_http_url(url)
+    problem = header_problem(headers, cookies)
+    if problem:
+        raise JobRefused(f"not sending a job to {url}: {problem}")
+    headers = _as_text(headers)
+    user = headers.get(USER_HEADER, "unknown user")
     allowed = celeryconfig.ASYNC_ALLOWED_ORIGINS
     if allowed and origin(url) not in allowed:
         raise JobRefused(
@@ -262,7 +296,7 @@ def dispatch(url, data=None, headers=None, cookies=None):
             url,
             data=data or {},
             headers=headers,
-            cookies=_clean(cookies),
+            cookies=_as_text(cookies),
             timeout=(celeryconfig.ASYNC_CONNECT_TIMEOUT, celeryconfig.ASYNC_READ_TIMEOUT),
             allow_redirects=False,
         )

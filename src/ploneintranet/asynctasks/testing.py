@@ -138,19 +138,25 @@ def start_redis_server(port, directory):
     return process
 
 
-def start_celery_worker(redis_url, directory, name, concurrency=2, **environ):
+def start_celery_worker(redis_url, directory, name, concurrency=2, queues=None, **environ):
     """Start a Celery worker process for ``redis_url``; return it once it
-    answers a ping. ``environ`` adds settings such as ``ASYNC_MAX_RETRIES``;
-    its log is ``directory/<name>.log``."""
+    answers a ping. ``queues`` (names) limits the queues it consumes, Celery's
+    default queue otherwise. ``environ`` adds settings such as
+    ``ASYNC_MAX_RETRIES``; its log is ``directory/<name>.log``."""
     log = os.path.join(directory, f"{name}.log")
     env = dict(os.environ, BROKER_URL=redis_url, CELERY_RESULT_BACKEND=redis_url)
     env.update({key: str(value) for key, value in environ.items()})
+    command = [
+        sys.executable, "-m", "celery",
+        "-A", "ploneintranet.asynctasks.celerytasks", "worker",
+        "--loglevel", "INFO", "--logfile", log,
+        "--concurrency", str(concurrency), "--hostname", f"{name}@localhost",
+        "--without-gossip", "--without-mingle", "--without-heartbeat",
+    ]
+    if queues:
+        command += ["--queues", ",".join(queues)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "celery",
-         "-A", "ploneintranet.asynctasks.celerytasks", "worker",
-         "--loglevel", "INFO", "--logfile", log,
-         "--concurrency", str(concurrency), "--hostname", f"{name}@localhost",
-         "--without-gossip", "--without-mingle", "--without-heartbeat"],
+        command,
         env=env,
         stdin=subprocess.DEVNULL,
         cwd=directory,

@@ -41,19 +41,31 @@ def portal_url_replacement_mapping():
     return dict(mapping or {})
 
 
+def _split(url):
+    """``urlsplit(url)``, its port checked; :class:`JobRefused` if it fails."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # raises ValueError unless the port is a number
+    except ValueError as error:
+        # The url is not quoted: it may hold a password we could not mask.
+        raise JobRefused(f"the job's url is not a valid url ({error})") from None
+    return parts
+
+
 def check_http_url(url):
     """Raise :class:`JobRefused` unless ``url`` is a plain http(s) url.
 
     No other scheme, no user name or password in the url, no control
-    characters: what the worker checks before it sends anything.
+    characters, a numeric port: what the worker checks before it sends
+    anything. Messages mask a password in the url.
     """
+    parts = _split(url)
     if any(ord(char) < 32 or char == "\x7f" for char in url):
-        raise JobRefused(f"url {url!r} contains control characters")
-    parts = urlsplit(url)
+        raise JobRefused(f"url {masked_url(url)!r} contains control characters")
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise JobRefused(f"url {url!r} is not an http(s) url")
+        raise JobRefused(f"url {masked_url(url)!r} is not an http(s) url")
     if parts.username is not None or parts.password is not None:
-        raise JobRefused(f"url {url!r} carries a user name or password")
+        raise JobRefused(f"url {masked_url(url)!r} carries a user name or password")
 
 
 def resolve_url(context, url):
@@ -65,13 +77,13 @@ def resolve_url(context, url):
     :data:`REPLACEMENT_MAPPING_RECORD`, if any.
     """
     base = context.absolute_url()
-    if not url:
-        resolved = base
-    elif not urlsplit(url).scheme and not url.startswith("//"):
-        resolved = base.rstrip("/") + "/" + url.lstrip("/")
-    else:
-        resolved = url
     try:
+        if not url:
+            resolved = base
+        elif not _split(url).scheme and not url.startswith("//"):
+            resolved = base.rstrip("/") + "/" + url.lstrip("/")
+        else:
+            resolved = url
         check_http_url(resolved)
     except JobRefused as error:
         raise AsyncTaskError(

@@ -17,11 +17,13 @@ from ploneintranet.asynctasks.errors import JobRefused
 from ploneintranet.asynctasks.interfaces import IAsyncTask
 from ploneintranet.asynctasks.jobqueue import AUTHENTICATOR_FIELD
 from ploneintranet.asynctasks.jobqueue import jobs_of_transaction
+from ploneintranet.asynctasks.jobqueue import redis_client
 from ploneintranet.asynctasks.urls import check_http_url
 from ploneintranet.asynctasks.urls import masked_url  # noqa: F401
 from ploneintranet.asynctasks.urls import origin
 from ploneintranet.asynctasks.urls import resolve_url
 from plone.protect.authenticator import createToken
+from urllib.parse import quote
 from zope.globalrequest import getRequest
 from zope.interface import implementer
 
@@ -158,7 +160,8 @@ class AbstractPost:
                 "or with HTTP Basic / Bearer authentication"
             )
         self.headers[TASK_NAME_HEADER] = self.task.name
-        self.headers[USER_HEADER] = self.userid or "Anonymous User"
+        # Quoted: a header value is Latin-1, a user id may be any text.
+        self.headers[USER_HEADER] = quote(self.userid or "Anonymous User", safe=" @.+-_")
         self.data = {AUTHENTICATOR_FIELD: createToken()}
 
     def __call__(self, url=None, data=None, headers=None, cookies=None, **options):
@@ -186,6 +189,8 @@ class AbstractPost:
             )
         if immediate:
             return self.task.apply_async(args, **options)
+        if self.debounce:
+            redis_client(self.task.app)  # debounce needs Redis: say so now
         return jobs_of_transaction().add(
             self.task, args, options, self.userid, self.debounce
         )

@@ -11,7 +11,7 @@ publishes the jobs on one broker connection.
 
 from ploneintranet.asynctasks.errors import AsyncTaskError
 from ploneintranet.asynctasks.urls import masked_url
-from transaction.interfaces import IDataManager
+from transaction.interfaces import ISavepointDataManager
 from zope.interface import implementer
 
 import json
@@ -38,16 +38,22 @@ def fingerprint(task_name, url, data):
 _redis_clients = {}
 
 
+def _is_redis(url):
+    return url.startswith(("redis://", "rediss://", "unix://"))
+
+
 def redis_client(app):
-    """A Redis client for the broker of ``app`` (debounce bookkeeping)."""
+    """A Redis client for the broker of ``app`` (broker checks, debounce)."""
     url = app.conf.broker_url
-    if not url.startswith(("redis://", "rediss://", "unix://")):
+    if not _is_redis(url):
         raise AsyncTaskError(
             f"debounce needs a Redis broker, and the broker is {masked_url(url)}; "
             "use Redis or drop debounce from the task class"
         )
     if url not in _redis_clients:
-        _redis_clients[url] = redis.Redis.from_url(url, socket_timeout=5)
+        _redis_clients[url] = redis.Redis.from_url(
+            url, socket_timeout=5, socket_connect_timeout=5
+        )
     return _redis_clients[url]
 
 
@@ -64,14 +70,13 @@ def superseded(task, url, data):
     return latest.decode() != task.request.id
 
 
-@implementer(IDataManager)
+@implementer(ISavepointDataManager)
 class JobsOfTransaction:
     """The jobs one transaction enqueued; a data manager of that transaction."""
 
     def __init__(self, transaction_manager):
         self.transaction_manager = transaction_manager
         self.jobs = {}
-        self.producers = {}
 
     def add(self, task, args, options, userid, debounce=None):
         """Queue a job; return the ``AsyncResult`` it will have."""
@@ -98,10 +103,8 @@ class JobsOfTransaction:
         for app in {task.app for task, *_ in self.jobs.values()}:
             if app.conf.task_always_eager:
                 continue
-            producer = app.producer_pool.acquire(block=True, timeout=10)
-            self.producers[app] = producer
             try:
-                _ping(producer.connection)
+                _ping(app)
             except Exception as error:
                 raise AsyncTaskError(
                     f"the job queue at {masked_url(app.conf.broker_url)} does not "
@@ -111,57 +114,75 @@ class JobsOfTransaction:
                 ) from error
 
     def tpc_finish(self, txn):
-        try:
-            for task, args, options, userid, debounce in self.jobs.values():
-                self._send(task, args, options, userid, debounce)
-        finally:
-            self._release()
-
-    def _send(self, task, args, options, userid, debounce):
-        producer = self.producers.get(task.app)
-        try:
-            if debounce:
-                key = DEBOUNCE_PREFIX + fingerprint(task.name, args[0], args[1])
-                ttl = int(debounce) + 3600
-                redis_client(task.app).set(key, options["task_id"], ex=ttl)
-            task.apply_async(args, producer=producer, **options)
-        except Exception:
-            # The data is committed; the job can only be reported, for a
-            # site administrator to redo the work (credentials are not logged).
-            logger.exception(
-                "LOST JOB: could not send %s[%s] for %s as %s to %s after the "
-                "transaction committed",
-                task.name,
-                options["task_id"],
-                args[0],
-                userid,
-                masked_url(task.app.conf.broker_url),
-            )
+        jobs, self.jobs = self.jobs, {}
+        for app in {task.app for task, *_ in jobs.values()}:
+            mine = [job for job in jobs.values() if job[0].app is app]
+            if app.conf.task_always_eager:
+                for job in mine:
+                    _send(None, *job)
+                continue
+            # One pooled connection for all the jobs of the transaction.
+            with app.producer_or_acquire() as producer:
+                for job in mine:
+                    _send(producer, *job)
 
     def abort(self, txn):
-        self._forget(txn)
+        self._forget()
 
     def tpc_abort(self, txn):
-        self._forget(txn)
+        self._forget()
 
-    def _forget(self, txn):
+    def _forget(self):
         if self.jobs:
             logger.info("transaction aborted: %d job(s) not sent", len(self.jobs))
-        self.jobs.clear()
-        self._release()
+        self.jobs = {}
 
-    def _release(self):
-        for producer in self.producers.values():
-            producer.release()
-        self.producers.clear()
+    def savepoint(self):
+        """Jobs queued after a savepoint are dropped when it is rolled back."""
+        return _Savepoint(self, dict(self.jobs))
 
 
-def _ping(connection):
-    """Make a round trip to the broker (a pooled connection may be stale)."""
-    connection.ensure_connection(max_retries=1)
-    client = getattr(connection.default_channel, "client", None)
-    if client is not None:  # Redis
-        client.ping()
+class _Savepoint:
+    def __init__(self, manager, jobs):
+        self.manager = manager
+        self.jobs = jobs
+
+    def rollback(self):
+        self.manager.jobs = dict(self.jobs)
+
+
+def _send(producer, task, args, options, userid, debounce):
+    try:
+        if debounce:
+            key = DEBOUNCE_PREFIX + fingerprint(task.name, args[0], args[1])
+            ttl = int(debounce) + 3600
+            redis_client(task.app).set(key, options["task_id"], ex=ttl)
+        task.apply_async(args, producer=producer, **options)
+    except Exception:
+        # The data is committed; the job can only be reported, for a site
+        # administrator to redo the work (credentials are not logged).
+        logger.exception(
+            "LOST JOB: could not send %s[%s] for %s as %s to %s after the "
+            "transaction committed",
+            task.name,
+            options["task_id"],
+            args[0],
+            userid,
+            masked_url(task.app.conf.broker_url),
+        )
+
+
+def _ping(app):
+    """Make a round trip to the broker of ``app``.
+
+    Not through Celery's producer pool: a pooled connection may be stale, and
+    a broken one must not be handed back to the pool.
+    """
+    if _is_redis(app.conf.broker_url):
+        redis_client(app).ping()
+    else:
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1)
 
 
 def jobs_of_transaction():

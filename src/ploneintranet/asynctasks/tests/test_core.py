@@ -159,3 +159,20 @@ class TestMaskedUrl(unittest.TestCase):
     def test_password_is_masked_and_the_rest_kept(self):
         self.assertEqual(masked_url("redis://:s3cret@redis.lan:6380/1"), "redis://:***@redis.lan:6380/1")
         self.assertEqual(masked_url("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0")
+
+
+class TestJobsOfTransaction(CoreTestCase):
+    def test_jobs_queued_after_a_rolled_back_savepoint_are_dropped(self):
+        first = tasks.Post(self.folder, self.request)(url="@@first")
+        savepoint = transaction.savepoint()
+        tasks.Post(self.folder, self.request)(url="@@second")
+        self.assertEqual(len(jobs_of_transaction().jobs), 2)
+        savepoint.rollback()
+        ((task, args, options, userid, debounce),) = jobs_of_transaction().jobs.values()
+        self.assertEqual(options["task_id"], first.id)
+
+    def test_user_id_outside_latin1_is_quoted_in_the_header(self):
+        self.portal.acl_users.userFolderAddUser("jos\u00e9", "secret", ["Member"], [])
+        login(self.portal, "jos\u00e9")
+        job = tasks.Post(self.folder, self.request)
+        self.assertEqual(job.headers["X-Async-User"], "jos%C3%A9")

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install redis-server haproxy test run run-zeo stop clean docs
+.PHONY: help install redis-server haproxy test run run-zeo stop clean docs bench
 
 help:
 	@echo "make test   install everything needed (venv, constraints, redis-server, haproxy) and run the tests"
@@ -13,6 +13,8 @@ help:
 	@echo "              worker Plone instance, HAProxy routing jobs, a Celery worker per queue, Flower"
 	@echo "make stop   stop what 'make run' or 'make run-zeo' started"
 	@echo "make docs   build the Sphinx documentation into docs/_build/html (warnings are errors)"
+	@echo "make bench  benchmark real processes (about 10 minutes): prints the table of targets,"
+	@echo "            writes var/bench.json (docs/benchmarks.rst); BENCH_ARGS=--smoke for a quick run"
 
 $(STAMP): setup.py constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if (3, 10) <= sys.version_info[:2] <= (3, 13) else "Python 3.10 to 3.13 is needed; run: make PYTHON=python3.11 ...")'
@@ -63,6 +65,10 @@ docs: install
 	fi
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[docs]'
 	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
+
+bench: install redis-server
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[bench]'
+	$(BIN)/python -m ploneintranet.asynctasks.benchmarks $(BENCH_ARGS)
 
 stop:
 	@if [ -x $(BIN)/python ]; then $(BIN)/python scripts/devserver.py stop; fi

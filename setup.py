@@ -70,6 +70,10 @@ setup(
             "ZEO",
             "flower",
         ],
+        # make bench: py-spy records where the time goes (--profile).
+        "bench": [
+            "py-spy",
+        ],
         "docs": [
             "sphinx",
             "sphinxcontrib-zopeext",

@@ -1,0 +1,252 @@
+"""The five measurements; each returns one dict of per-round figures.
+
+Comparisons are made side by side, interleaved within each round, since
+absolute times drift on shared machines. Jobs are enqueued through Plone as
+the benchmark's editor, so they carry the editor's ``__ac`` cookie and a CSRF
+token like any user's jobs.
+"""
+
+from dataclasses import dataclass
+from ploneintranet.asynctasks.benchmarks import site
+from ploneintranet.asynctasks.benchmarks.client import BenchError
+from ploneintranet.asynctasks.benchmarks.jobs import PARKED_QUEUE
+
+import itertools
+import statistics
+import time
+import uuid
+
+
+PAGE = site.SMALL_PAGE
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much each measurement does; :data:`FULL` is ``make bench``."""
+
+    rounds: int = 5
+    enqueue_requests: int = 200
+    page_renders: int = 20
+    pipeline_jobs: int = 1000
+    latency_jobs: int = 200
+    latency_interval: float = 0.02
+    saves: int = 5
+    scale_jobs: int = 10_000
+    scale_window: int = 1000
+    enqueue_batch: int = 200
+
+
+FULL = Sizes()
+#: Tiny numbers that prove the benchmark runs (tests/test_bench.py).
+SMOKE = Sizes(rounds=1, enqueue_requests=4, page_renders=2, pipeline_jobs=20,
+              latency_jobs=4, latency_interval=0.02, saves=1, scale_jobs=60,
+              scale_window=20, enqueue_batch=30)
+
+
+def percentile(values, fraction):
+    """Nearest-rank percentile of ``values`` (``fraction`` 0.99 is p99)."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(fraction * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def new_run(name):
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+def wait_for_effects(client, run, count, timeout):
+    """Wait until ``count`` writes of ``run`` committed; return them with times."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done = client.get(f"{PAGE}/@@bench-effects", run=run).json()["count"]
+        if done >= count:
+            return client.get(f"{PAGE}/@@bench-effects", run=run, times=1).json()
+        if time.monotonic() > deadline:
+            raise BenchError(
+                f"only {done} of {count} jobs of {run} committed within {timeout:g} s; "
+                "see the worker logs in the benchmark's directory"
+            )
+        time.sleep(0.02)
+
+
+def drain_timeout(jobs):
+    return 60 + jobs / 20
+
+
+# --- 1. enqueue cost ---------------------------------------------------------
+
+
+def enqueue_cost(stack, client, sizes):
+    """Seconds per job the user's request pays to create and send 1 and 10
+    jobs in one transaction (commit included), beside a plain page's render."""
+    rounds = []
+    for _ in range(sizes.rounds):
+        run = new_run("cost")
+        one, ten, pages = [], [], []
+        for number in range(sizes.enqueue_requests):
+            one.append(client.post(f"{PAGE}/@@bench-enqueue-cost", jobs=1, run=run).json())
+            ten.append(client.post(f"{PAGE}/@@bench-enqueue-cost", jobs=10, run=run).json())
+            if number % max(1, sizes.enqueue_requests // sizes.page_renders) == 0:
+                started = time.perf_counter()
+                client.get(PAGE)
+                pages.append(time.perf_counter() - started)
+        stack.redis.delete(PARKED_QUEUE)
+        rounds.append({
+            "one_median": statistics.median(one),
+            "one_p99": percentile(one, 0.99),
+            "ten_median": statistics.median(ten) / 10,
+            "ten_p99": percentile(ten, 0.99) / 10,
+            "ten_over_one": statistics.median(ten) / statistics.median(one),
+            "page_median": statistics.median(pages),
+        })
+    return rounds
+
+
+# --- 2. pipeline throughput ---------------------------------------------------
+
+
+def enqueue_jobs(client, kind, run, jobs, batch):
+    """Enqueue ``jobs`` jobs of ``kind`` through Plone, ``batch`` per request."""
+    for start in range(0, jobs, batch):
+        client.post(f"{PAGE}/@@bench-enqueue", kind=kind, run=run,
+                    jobs=min(batch, jobs - start))
+
+
+def drain_rate(stack, client, worker, kind, jobs, batch):
+    """Queue ``jobs`` jobs while ``worker`` is paused, let it go; return the
+    jobs/s from the first to the last committed write, and the writes.
+
+    (Timed from the first write, not from the resume: a worker takes up to a
+    second, its broker poll, to notice that it may consume again.)
+    """
+    run = new_run(kind)
+    stack.pause_worker(worker)
+    try:
+        enqueue_jobs(client, kind, run, jobs, batch)
+    finally:
+        stack.resume_worker(worker)
+    effects = wait_for_effects(client, run, jobs, drain_timeout(jobs))
+    committed = effects["committed"]
+    return (jobs - 1) / (max(committed) - min(committed)), effects
+
+
+def direct_rate(client, jobs):
+    """Writes/s of one keep-alive client POSTing ``@@bench-write`` in a row."""
+    run = new_run("direct")
+    started = time.perf_counter()
+    for _ in range(jobs):
+        client.post(f"{PAGE}/@@bench-write", run=run)
+    return jobs / (time.perf_counter() - started)
+
+
+def cpu_per_job(stack, jobs, measurement):
+    """Call ``measurement``; return its result and the milliseconds of CPU
+    each process used per job meanwhile (where the time goes)."""
+    before = stack.cpu_seconds()
+    result = measurement()
+    after = stack.cpu_seconds()
+    used = {name: (after[name] - before[name]) * 1000 / jobs for name in after}
+    return result, {name: ms for name, ms in used.items() if ms >= 0.005}
+
+
+def throughput(stack, client, sizes):
+    """Per round, in a rotating order: direct POSTs, the pipeline with the
+    tuned worker, with the default worker, and the naive way; with the CPU
+    per job of each process."""
+    contenders = {
+        "direct": lambda: direct_rate(client, sizes.pipeline_jobs),
+        "pipeline": lambda: drain_rate(stack, client, "tuned", "post",
+                                       sizes.pipeline_jobs, sizes.enqueue_batch)[0],
+        "default_worker": lambda: drain_rate(stack, client, "default", "default",
+                                             sizes.pipeline_jobs, sizes.enqueue_batch)[0],
+        "naive": lambda: drain_rate(stack, client, "naive", "naive",
+                                    sizes.pipeline_jobs, sizes.enqueue_batch)[0],
+    }
+    names = list(contenders)
+    rounds = []
+    for number in range(sizes.rounds):
+        shift = number % len(names)
+        figures = {"cpu_ms_per_job": {}}
+        for name in names[shift:] + names[:shift]:
+            figures[name], figures["cpu_ms_per_job"][name] = cpu_per_job(
+                stack, sizes.pipeline_jobs, contenders[name])
+        figures["pipeline_over_direct"] = figures["pipeline"] / figures["direct"]
+        rounds.append(figures)
+    return rounds
+
+
+# --- 3. latency ----------------------------------------------------------------
+
+
+def latency(stack, client, sizes):
+    """Seconds from enqueueing a job to its committed write, one job per
+    request every ``latency_interval`` seconds (light load)."""
+    rounds = []
+    for _ in range(sizes.rounds):
+        run = new_run("latency")
+        started = time.monotonic()
+        for number in range(sizes.latency_jobs):
+            pause = started + number * sizes.latency_interval - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            client.post(f"{PAGE}/@@bench-enqueue", kind="post", run=run, jobs=1)
+        latencies = wait_for_effects(client, run, sizes.latency_jobs,
+                                     drain_timeout(sizes.latency_jobs))["latencies"]
+        rounds.append({"p50": statistics.median(latencies),
+                       "p99": percentile(latencies, 0.99)})
+    return rounds
+
+
+# --- 4. autosave ---------------------------------------------------------------
+
+
+def wait_until_indexed(client, word, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not client.get(f"{site.LARGE_PAGE}/@@bench-indexed", word=word).json():
+        if time.monotonic() > deadline:
+            raise BenchError(f"the large page with {word!r} was not reindexed in {timeout} s")
+        time.sleep(0.02)
+
+
+def autosave(stack, client, sizes):
+    """Round trip of saving the large page with the reindex done at once
+    (``sync``) or by a ReindexObject job (``deferred``); between saves the
+    job's reindex is awaited, as autosaves are seconds apart."""
+    text = site.large_text()
+    counter = itertools.count()
+    rounds = []
+    for _ in range(sizes.rounds):
+        times = {"sync": [], "deferred": [], "reindexed": []}
+        for _ in range(sizes.saves):
+            for mode in ("sync", "deferred"):
+                word = f"benchsave{next(counter)}{uuid.uuid4().hex[:6]}"
+                started = time.perf_counter()
+                client.post(f"{site.LARGE_PAGE}/@@bench-save", reindex=mode,
+                            text=f"<p>{word}</p>{text}")
+                saved = time.perf_counter()
+                wait_until_indexed(client, word)
+                times[mode].append(saved - started)
+                if mode == "deferred":
+                    times["reindexed"].append(time.perf_counter() - started)
+        sync, deferred = (statistics.median(times[m]) for m in ("sync", "deferred"))
+        rounds.append({"sync": sync, "deferred": deferred, "speedup": sync / deferred,
+                       "reindexed": statistics.median(times["reindexed"])})
+    return rounds
+
+
+# --- 5. scale ------------------------------------------------------------------
+
+
+def scale(stack, client, sizes):
+    """Drain ``scale_jobs`` queued jobs once: throughput of the first and the
+    last ``scale_window`` writes, and the tuned worker's memory growth."""
+    before = stack.worker_rss("tuned")
+    rate, effects = drain_rate(stack, client, "tuned", "post", sizes.scale_jobs,
+                               sizes.enqueue_batch)
+    after = stack.worker_rss("tuned")
+    committed = sorted(effects["committed"])
+    window = sizes.scale_window
+    first = (window - 1) / (committed[window - 1] - committed[0])
+    last = (window - 1) / (committed[-1] - committed[-window])
+    return [{"rate": rate, "first": first, "last": last, "last_over_first": last / first,
+             "rss_before": before, "rss_after": after, "rss_growth": after - before}]

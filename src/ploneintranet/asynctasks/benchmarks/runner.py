@@ -1,0 +1,115 @@
+"""``make bench``: start the processes, measure, print the table, write JSON.
+
+::
+
+    .venv/bin/python -m ploneintranet.asynctasks.benchmarks [--smoke]
+        [--rounds N] [--json var/bench.json] [--only enqueue,latency] [--keep]
+"""
+
+from pathlib import Path
+from ploneintranet.asynctasks.benchmarks import measure
+from ploneintranet.asynctasks.benchmarks import report
+from ploneintranet.asynctasks.benchmarks.client import PloneClient
+from ploneintranet.asynctasks.benchmarks.services import BenchStack
+from ploneintranet.asynctasks.benchmarks.services import TUNED_WORKER
+
+import argparse
+import dataclasses
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+
+
+ROOT = Path(__file__).resolve().parents[4]
+DEFAULT_JSON = ROOT / "var" / "bench.json"
+MEASUREMENTS = {
+    "enqueue": measure.enqueue_cost,
+    "throughput": measure.throughput,
+    "latency": measure.latency,
+    "autosave": measure.autosave,
+    "scale": measure.scale,
+}
+
+
+def say(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def warm_up(stack, client, sizes):
+    """Fill caches and pools before anything is timed."""
+    jobs = max(20, sizes.pipeline_jobs // 10)
+    measure.direct_rate(client, jobs)
+    for worker, kind in (("tuned", "post"), ("default", "default"), ("naive", "naive")):
+        measure.drain_rate(stack, client, worker, kind, jobs, sizes.enqueue_batch)
+    for _ in range(3):
+        client.get(measure.PAGE)
+        client.post(f"{measure.PAGE}/@@bench-enqueue-cost", jobs=10, run="warm-up")
+    stack.redis.delete(measure.PARKED_QUEUE)
+
+
+def run(sizes, only, directory):
+    results = {}
+    with BenchStack(directory) as stack:
+        say(f"bench: Plone {stack.portal_url}, Redis {stack.redis_url}, logs in {directory}/log")
+        client = PloneClient(stack.portal_url, stack.password)
+        warm_up(stack, client, sizes)
+        for name in only:
+            started = time.monotonic()
+            say(f"bench: measuring {name} ...")
+            results[name] = MEASUREMENTS[name](stack, client, sizes)
+            say(f"bench: {name} took {time.monotonic() - started:.0f} s")
+    return results
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser(prog="make bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny numbers: proves the benchmark runs, measures nothing")
+    parser.add_argument("--rounds", type=int, help="rounds of each comparison")
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write the figures")
+    parser.add_argument("--only", default=",".join(MEASUREMENTS),
+                        help=f"comma-separated measurements of {', '.join(MEASUREMENTS)}")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the temp directory (Data.fs, logs) afterwards")
+    args = parser.parse_args(argv)
+    args.only = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = set(args.only) - set(MEASUREMENTS)
+    if unknown:
+        parser.error(f"unknown measurement(s) {', '.join(sorted(unknown))}; "
+                     f"choose from {', '.join(MEASUREMENTS)}")
+    return args
+
+
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)  # so that every process is stopped
+
+
+def main(argv=None):
+    args = parse(sys.argv[1:] if argv is None else argv)
+    sizes = measure.SMOKE if args.smoke else measure.FULL
+    if args.rounds:
+        sizes = dataclasses.replace(sizes, rounds=args.rounds)
+    signal.signal(signal.SIGTERM, _terminate)
+    directory = tempfile.mkdtemp(prefix="asynctasks-bench-")
+    load_before = os.getloadavg()[0]
+    try:
+        results = run(sizes, args.only, directory)
+    finally:
+        if args.keep:
+            say(f"bench: kept {directory}")
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
+    meta = {
+        "rounds": sizes.rounds, "sizes": dataclasses.asdict(sizes), "smoke": args.smoke,
+        "cpus": os.cpu_count(), "load_before": load_before,
+        "load_after": os.getloadavg()[0], "tuned_worker": TUNED_WORKER.describe(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+    }
+    summary = report.summarize(results)
+    print(report.table(summary, meta, results), flush=True)
+    report.write_json(args.json, summary, meta, results)
+    say(f"bench: figures written to {args.json}")
+    return 0

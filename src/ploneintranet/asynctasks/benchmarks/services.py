@@ -1,0 +1,269 @@
+"""The real processes the benchmark measures, all under one temp directory.
+
+:class:`BenchStack` starts a private ``redis-server``, builds a Plone site on
+a FileStorage with scripts/zopeconfig.py and create_site.py (through
+:mod:`~ploneintranet.asynctasks.benchmarks.site`), serves it with ``runwsgi``
+as ``make run`` does, plus this package's views, and starts one Celery worker
+per :class:`WorkerSettings`. Leaving the ``with`` block stops them all, also
+after an error or Ctrl-C.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from ploneintranet.asynctasks.benchmarks import site
+from ploneintranet.asynctasks.benchmarks.jobs import DEFAULT_QUEUE
+from ploneintranet.asynctasks.benchmarks.jobs import NAIVE_QUEUE
+from ploneintranet.asynctasks.celerytasks import app
+from ploneintranet.asynctasks.testing import free_port
+from ploneintranet.asynctasks.testing import point_celery_app_at
+from ploneintranet.asynctasks.testing import start_redis_server
+from ploneintranet.asynctasks.testing import stop_process
+from ploneintranet.asynctasks.testing import wait_until
+
+import contextlib
+import os
+import redis
+import requests
+import secrets
+import signal
+import subprocess
+import sys
+
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """How one Celery worker is started; ``queues`` are the queues it consumes."""
+
+    name: str
+    queues: tuple
+    pool: str = "prefork"
+    concurrency: int = 2
+    prefetch_multiplier: int = 1
+
+    def describe(self):
+        return (f"-P {self.pool} -c {self.concurrency} --prefetch-multiplier "
+                f"{self.prefetch_multiplier} -Q {','.join(self.queues)}")
+
+
+#: The recommended settings (docs/benchmarks.rst); it consumes the real queues.
+TUNED_WORKER = WorkerSettings("tuned", ("celery", "high"), "threads", 8, 4)
+#: The package's defaults, as ``make run`` starts a worker.
+DEFAULT_WORKER = WorkerSettings("default", (DEFAULT_QUEUE,))
+#: The default settings again, for the naive task.
+NAIVE_WORKER = WorkerSettings("naive", (NAIVE_QUEUE,))
+
+
+def _tail(path, lines=30):
+    try:
+        return "".join(Path(path).read_text(errors="replace").splitlines(True)[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _process_tree(pid):
+    """``pid`` and its descendants (Linux /proc)."""
+    pending, found = [pid], []
+    while pending:
+        current = pending.pop()
+        try:
+            children = Path(f"/proc/{current}/task/{current}/children").read_text()
+        except OSError:
+            continue
+        found.append(current)
+        pending.extend(int(child) for child in children.split())
+    return found
+
+
+def process_tree_rss(pid):
+    """Resident memory in bytes of ``pid`` and its child processes."""
+    total = 0
+    for current in _process_tree(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+    return total
+
+
+def process_tree_cpu(pid):
+    """CPU seconds (user and system) used so far by ``pid`` and its children."""
+    ticks = 0
+    for current in _process_tree(pid):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class BenchStack:
+    """Redis, a Plone instance on a FileStorage and Celery workers."""
+
+    def __init__(self, directory, workers=(TUNED_WORKER, DEFAULT_WORKER, NAIVE_WORKER)):
+        self.directory = Path(directory)
+        self.worker_settings = {settings.name: settings for settings in workers}
+        self.workers = {}
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self):
+        try:
+            self.start()
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc_info):
+        self._stack.close()
+
+    def start(self):
+        self.password = secrets.token_urlsafe(18)
+        password_file = self.directory / "admin-password"
+        password_file.write_text(self.password + "\n")
+        password_file.chmod(0o600)
+        self.start_redis()
+        self.port = free_port()
+        self.origin = f"http://127.0.0.1:{self.port}"
+        # The workers load while the site is built and Plone starts.
+        for settings in self.worker_settings.values():
+            self.start_worker(settings)
+        self.build_site(password_file)
+        self.start_plone()
+        for settings in self.worker_settings.values():
+            self.wait_for_worker(settings)
+
+    # --- Redis -----------------------------------------------------------
+
+    def start_redis(self):
+        port = free_port()
+        directory = self.directory / "redis"
+        directory.mkdir()
+        process = start_redis_server(port, str(directory))
+        self._stack.callback(stop_process, process)
+        self.redis_process = process
+        self.redis_url = f"redis://127.0.0.1:{port}/0"
+        saved = (app.conf.broker_url, app.conf.result_backend)
+        point_celery_app_at(self.redis_url, self.redis_url)
+        self._stack.callback(point_celery_app_at, *saved)
+        self.redis = redis.Redis.from_url(self.redis_url)
+        self._stack.callback(self.redis.close)
+
+    # --- Plone -----------------------------------------------------------
+
+    def build_site(self, password_file):
+        site.require_scripts()
+        import zopeconfig
+
+        self.ini = zopeconfig.write_single_instance(self.directory, self.port)
+        # The benchmark's views, for this instance only.
+        site_zcml = zopeconfig.SITE_ZCML.format(header=zopeconfig.HEADER).replace(
+            "</configure>",
+            '  <include package="ploneintranet.asynctasks.benchmarks" />\n\n</configure>',
+        )
+        (self.directory / "etc" / "site.zcml").write_text(site_zcml)
+        log = self.directory / "log" / "create-site.log"
+        with open(log, "w") as output:
+            result = subprocess.run(
+                [sys.executable, "-m", "ploneintranet.asynctasks.benchmarks.site",
+                 str(self.directory / "etc" / "zope.conf"), str(password_file)],
+                env=self.environment(), stdout=output, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, timeout=300,
+            )
+        if result.returncode != 0:
+            raise RuntimeError(f"building the benchmark site failed:\n{_tail(log)}")
+
+    def environment(self, **extra):
+        env = dict(os.environ, BROKER_URL=self.redis_url, CELERY_RESULT_BACKEND=self.redis_url)
+        env.update(extra)
+        return env
+
+    def start_plone(self):
+        self.plone_log = self.directory / "log" / "plone.log"
+        output = open(self.plone_log, "w")
+        self._stack.callback(output.close)
+        process = subprocess.Popen(
+            [str(BIN / "runwsgi"), str(self.ini)],
+            env=self.environment(), stdout=output, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, cwd=self.directory, start_new_session=True,
+        )
+        # SIGINT makes runwsgi close the ZODB cleanly.
+        self._stack.callback(stop_process, process, signal.SIGINT)
+        self.plone = process
+        self.portal_url = f"{self.origin}/{site.SITE_ID}"
+
+        def answers():
+            if process.poll() is not None:
+                raise RuntimeError(f"Plone exited:\n{_tail(self.plone_log)}")
+            try:
+                return requests.get(self.portal_url, timeout=2).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_until(answers, 120, interval=0.2, message="Plone to answer")
+
+    # --- Celery workers --------------------------------------------------
+
+    def start_worker(self, settings):
+        """Start a worker; :meth:`wait_for_worker` waits until it answers."""
+        log = self.directory / "log" / f"worker-{settings.name}.log"
+        hostname = f"bench-{settings.name}@localhost"
+        command = [
+            sys.executable, "-m", "celery",
+            "-A", "ploneintranet.asynctasks.celerytasks", "worker",
+            "--include", "ploneintranet.asynctasks.benchmarks.jobs",
+            "--loglevel", "INFO", "--logfile", str(log), "--hostname", hostname,
+            "--pool", settings.pool, "--concurrency", str(settings.concurrency),
+            "--prefetch-multiplier", str(settings.prefetch_multiplier),
+            "--queues", ",".join(settings.queues),
+            "--without-gossip", "--without-mingle", "--without-heartbeat",
+        ]
+        process = subprocess.Popen(
+            command, env=self.environment(ASYNC_ALLOWED_ORIGINS=self.origin),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            cwd=self.directory, start_new_session=True,
+        )
+        self._stack.callback(stop_process, process)
+        self.workers[settings.name] = process
+
+    def wait_for_worker(self, settings):
+        process = self.workers[settings.name]
+        log = self.directory / "log" / f"worker-{settings.name}.log"
+        hostname = f"bench-{settings.name}@localhost"
+
+        def answers():
+            if process.poll() is not None:
+                raise RuntimeError(f"the {settings.name} worker exited:\n{_tail(log)}")
+            with app.connection_for_write() as connection:
+                return app.control.ping(destination=[hostname], timeout=0.5,
+                                        connection=connection)
+
+        wait_until(answers, 60, message=f"the {settings.name} worker to answer a ping")
+
+    def cpu_seconds(self):
+        """CPU seconds used so far by each process: ``plone``, ``redis``,
+        ``worker-<name>`` and ``bench`` (this process, the client)."""
+        times = os.times()
+        used = {
+            "plone": process_tree_cpu(self.plone.pid),
+            "redis": process_tree_cpu(self.redis_process.pid),
+            "bench": times.user + times.system,
+        }
+        for name, process in self.workers.items():
+            used[f"worker-{name}"] = process_tree_cpu(process.pid)
+        return used
+
+    def worker_rss(self, name):
+        return process_tree_rss(self.workers[name].pid)
+
+    def pause_worker(self, name):
+        """Stop the worker ``name`` taking jobs from its queues; jobs wait."""
+        destination = [f"bench-{name}@localhost"]
+        for queue in self.worker_settings[name].queues:
+            app.control.cancel_consumer(queue, destination=destination, reply=True)
+
+    def resume_worker(self, name):
+        destination = [f"bench-{name}@localhost"]
+        for queue in self.worker_settings[name].queues:
+            app.control.add_consumer(queue, destination=destination, reply=True)

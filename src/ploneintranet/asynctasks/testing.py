@@ -140,8 +140,8 @@ def start_redis_server(port, directory):
 
 def start_celery_worker(redis_url, directory, name, concurrency=2, queues=None, **environ):
     """Start a Celery worker process for ``redis_url``; return it once it
-    answers a ping. ``queues`` (names) limits the queues it consumes, Celery's
-    default queue otherwise. ``environ`` adds settings such as
+    answers a ping. ``queues`` (names) limits the queues it consumes; without
+    it, it consumes every queue of ``celeryconfig.ASYNC_QUEUES``. ``environ`` adds settings such as
     ``ASYNC_MAX_RETRIES``; its log is ``directory/<name>.log``."""
     log = os.path.join(directory, f"{name}.log")
     env = dict(os.environ, BROKER_URL=redis_url, CELERY_RESULT_BACKEND=redis_url)

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install redis-server haproxy test run run-zeo stop clean docs bench
+.PHONY: help install redis-server haproxy lint dist-check test run run-zeo stop clean docs bench
 
 help:
 	@echo "make test   install everything needed (venv, constraints, redis-server, haproxy) and run the tests"
@@ -12,6 +12,8 @@ help:
 	@echo "make run-zeo  start the production-like server under supervisor: ZEO, a frontend and a"
 	@echo "              worker Plone instance, HAProxy routing jobs, a Celery worker per queue, Flower"
 	@echo "make stop   stop what 'make run' or 'make run-zeo' started"
+	@echo "make lint   ruff and check-manifest (part of make test)"
+	@echo "make dist-check  build sdist and wheel, install the wheel into a new venv and import it"
 	@echo "make docs   build the Sphinx documentation into docs/_build/html (warnings are errors)"
 	@echo "make bench  benchmark real processes (about 10 minutes): prints the table of targets,"
 	@echo "            writes var/bench.json (docs/benchmarks.rst); BENCH_ARGS=--smoke for a quick run"
@@ -20,7 +22,7 @@ $(STAMP): setup.py constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if (3, 10) <= sys.version_info[:2] <= (3, 13) else "Python 3.10 to 3.13 is needed; run: make PYTHON=python3.11 ...")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade -c constraints.txt pip setuptools wheel
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,run]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,run,lint]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -44,8 +46,21 @@ haproxy:
 	  echo "haproxy is missing: run 'sudo apt-get install haproxy' (Debian/Ubuntu) and try again" >&2; exit 1; \
 	fi
 
-test: install redis-server haproxy
+test: install redis-server haproxy lint
 	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check src scripts
+	$(BIN)/check-manifest --no-build-isolation --quiet
+
+# Build the sdist and the wheel, install the wheel into a new venv, import it.
+dist-check: install
+	rm -rf dist build/dist-venv
+	$(BIN)/python -m build --no-isolation --outdir dist .
+	$(PYTHON) -m venv build/dist-venv
+	build/dist-venv/bin/pip install --quiet -c constraints.txt dist/*.whl
+	cd build && dist-venv/bin/python -c 'import ploneintranet.asynctasks.core, ploneintranet.asynctasks.celerytasks as c; print("imported", c.app.main, "from", ploneintranet.asynctasks.core.__file__)'
+	ls dist
 
 run: install redis-server
 	$(BIN)/python scripts/devserver.py run

@@ -74,6 +74,12 @@ setup(
         "bench": [
             "py-spy",
         ],
+        # make lint (part of make test) and make dist-check.
+        "lint": [
+            "build",
+            "check-manifest",
+            "ruff",
+        ],
         "docs": [
             "sphinx",
             "sphinxcontrib-zopeext",

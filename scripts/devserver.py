@@ -50,20 +50,19 @@ files), preflight.py (checks) and zopeconfig.py (Zope and ZEO files).
 
 import argparse
 import os
+from pathlib import Path
+import preflight
 import secrets
 import subprocess
-import sys
-from pathlib import Path
-
-import preflight
-import zopeconfig
-from supervise import DevServerError
-from supervise import LOG
-from supervise import relative
-from supervise import ROOT
-from supervise import say
-from supervise import VAR
 import supervise
+from supervise import LOG
+from supervise import ROOT
+from supervise import VAR
+from supervise import DevServerError
+from supervise import relative
+from supervise import say
+import sys
+import zopeconfig
 
 
 PASSWORD_FILE = VAR / "admin-password"

@@ -7,7 +7,6 @@ Each check either returns what was found or raises
 import os
 import shutil
 import socket
-
 from supervise import DevServerError
 
 

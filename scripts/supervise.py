@@ -9,13 +9,13 @@ Only the standard library and supervisor are used.
 """
 
 import os
+from pathlib import Path
 import signal
 import subprocess
 import time
 import urllib.error
 import urllib.request
 import xmlrpc.client
-from pathlib import Path
 
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -52,7 +52,6 @@ previews (``my.addon.celerytasks.preview=low``).
 
 from kombu import Exchange
 from kombu import Queue
-
 import os
 import re
 

@@ -13,13 +13,12 @@ timeout, conflict) is retried with exponential backoff and jitter, a refusal
 
 from celery import Celery
 from celery import Task
+import logging
 from ploneintranet.asynctasks import celeryconfig
-from ploneintranet.asynctasks.core import dispatch
 from ploneintranet.asynctasks.core import DispatchError
 from ploneintranet.asynctasks.core import JobRefused
+from ploneintranet.asynctasks.core import dispatch
 from ploneintranet.asynctasks.jobqueue import superseded
-
-import logging
 
 
 logger = logging.getLogger("ploneintranet.asynctasks")

@@ -9,6 +9,10 @@ from AccessControl import getSecurityManager
 from datetime import datetime
 from datetime import timezone
 from http.cookiejar import DefaultCookiePolicy
+import json
+import logging
+import os
+from plone.protect.authenticator import createToken
 from ploneintranet.asynctasks import celeryconfig
 from ploneintranet.asynctasks.errors import AsyncTaskError  # noqa: F401
 from ploneintranet.asynctasks.errors import AuthorizationError
@@ -22,17 +26,12 @@ from ploneintranet.asynctasks.urls import check_http_url
 from ploneintranet.asynctasks.urls import masked_url  # noqa: F401
 from ploneintranet.asynctasks.urls import origin
 from ploneintranet.asynctasks.urls import resolve_url
-from plone.protect.authenticator import createToken
-from urllib.parse import quote
-from zope.globalrequest import getRequest
-from zope.interface import implementer
-
-import json
-import logging
-import os
 import re
 import requests
 import time
+from urllib.parse import quote
+from zope.globalrequest import getRequest
+from zope.interface import implementer
 
 
 logger = logging.getLogger("ploneintranet.asynctasks")
@@ -173,7 +172,7 @@ class AbstractPost:
         job_headers = dict(self.headers, **(headers or {}))
         job_cookies = dict(self.cookies, **(cookies or {}))
         args = (url, job_data, job_headers, job_cookies)
-        for name, value in zip(("url", "data", "headers", "cookies"), args):
+        for name, value in zip(("url", "data", "headers", "cookies"), args, strict=True):
             ensure_json(name, value)
         problem = header_problem(job_headers, job_cookies)
         if problem:

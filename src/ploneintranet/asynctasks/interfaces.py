@@ -1,6 +1,7 @@
 """The documented contracts of ploneintranet.asynctasks."""
 
-from zope.interface import Attribute, Interface
+from zope.interface import Attribute
+from zope.interface import Interface
 from zope.publisher.interfaces.browser import IDefaultBrowserLayer
 
 

@@ -9,16 +9,15 @@ and its jobs are lost together and the user is told. After the commit it
 publishes the jobs on one broker connection.
 """
 
-from ploneintranet.asynctasks.errors import AsyncTaskError
-from ploneintranet.asynctasks.urls import masked_url
-from transaction.interfaces import ISavepointDataManager
-from zope.interface import implementer
-
 import json
 import logging
+from ploneintranet.asynctasks.errors import AsyncTaskError
+from ploneintranet.asynctasks.urls import masked_url
 import redis
 import transaction
+from transaction.interfaces import ISavepointDataManager
 import uuid
+from zope.interface import implementer
 
 
 logger = logging.getLogger("ploneintranet.asynctasks")

@@ -15,18 +15,17 @@
         layer = ASYNC_FUNCTIONAL_TESTING
 """
 
-from plone.app.testing import applyProfile
+import os
+import plone.app.contenttypes
+from plone.app.testing import PLONE_FIXTURE
 from plone.app.testing import FunctionalTesting
 from plone.app.testing import IntegrationTesting
 from plone.app.testing import PloneSandboxLayer
-from plone.app.testing import PLONE_FIXTURE
+from plone.app.testing import applyProfile
 from plone.testing import Layer
 from plone.testing.zope import WSGI_SERVER_FIXTURE
-from ploneintranet.asynctasks import celerytasks
-
-import os
-import plone.app.contenttypes
 import ploneintranet.asynctasks
+from ploneintranet.asynctasks import celerytasks
 import redis
 import shutil
 import signal

@@ -45,7 +45,7 @@ def _split(url):
     """``urlsplit(url)``, its port checked; :class:`JobRefused` if it fails."""
     try:
         parts = urlsplit(url)
-        parts.port  # raises ValueError unless the port is a number
+        _ = parts.port  # raises ValueError unless the port is a number
     except ValueError as error:
         # The url is not quoted: it may hold a password we could not mask.
         raise JobRefused(f"the job's url is not a valid url ({error})") from None

@@ -1,7 +1,6 @@
 """``python -m ploneintranet.asynctasks.benchmarks``: see :mod:`.runner`."""
 
 from ploneintranet.asynctasks.benchmarks.runner import main
-
 import sys
 
 

@@ -1,7 +1,6 @@
 """The benchmark's browser: one keep-alive session, logged in as the editor."""
 
 from ploneintranet.asynctasks.benchmarks import site
-
 import requests
 
 

@@ -7,7 +7,6 @@ The worker loads this module with ``--include``; Plone imports it through
 from ploneintranet.asynctasks import tasks
 from ploneintranet.asynctasks.celerytasks import app
 from ploneintranet.asynctasks.core import AbstractPost
-
 import requests
 
 

@@ -7,11 +7,10 @@ token like any user's jobs.
 """
 
 from dataclasses import dataclass
+import itertools
 from ploneintranet.asynctasks.benchmarks import site
 from ploneintranet.asynctasks.benchmarks.client import BenchError
 from ploneintranet.asynctasks.benchmarks.jobs import PARKED_QUEUE
-
-import itertools
 import statistics
 import time
 import uuid

@@ -1,7 +1,6 @@
 """The targets of the benchmark issue, the printed table and the JSON file."""
 
 from dataclasses import dataclass
-
 import json
 import statistics
 

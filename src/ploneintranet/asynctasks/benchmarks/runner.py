@@ -6,16 +6,15 @@
         [--rounds N] [--json var/bench.json] [--only enqueue,latency] [--keep]
 """
 
+import argparse
+import dataclasses
+import os
 from pathlib import Path
 from ploneintranet.asynctasks.benchmarks import measure
 from ploneintranet.asynctasks.benchmarks import report
 from ploneintranet.asynctasks.benchmarks.client import PloneClient
-from ploneintranet.asynctasks.benchmarks.services import BenchStack
 from ploneintranet.asynctasks.benchmarks.services import TUNED_WORKER
-
-import argparse
-import dataclasses
-import os
+from ploneintranet.asynctasks.benchmarks.services import BenchStack
 import shutil
 import signal
 import sys

@@ -8,7 +8,9 @@ per :class:`WorkerSettings`. Leaving the ``with`` block stops them all, also
 after an error or Ctrl-C.
 """
 
+import contextlib
 from dataclasses import dataclass
+import os
 from pathlib import Path
 from ploneintranet.asynctasks.benchmarks import site
 from ploneintranet.asynctasks.benchmarks.jobs import DEFAULT_QUEUE
@@ -19,9 +21,6 @@ from ploneintranet.asynctasks.testing import point_celery_app_at
 from ploneintranet.asynctasks.testing import start_redis_server
 from ploneintranet.asynctasks.testing import stop_process
 from ploneintranet.asynctasks.testing import wait_until
-
-import contextlib
-import os
 import redis
 import requests
 import secrets

@@ -13,7 +13,6 @@ same password), the small page :data:`SMALL_PAGE` and the large page
 """
 
 from pathlib import Path
-
 import sys
 
 
@@ -87,7 +86,6 @@ def main(argv):
     require_scripts()
     import create_site
     import transaction
-
     from zope.component.hooks import setSite
 
     app = create_site.open_app(zope_conf)

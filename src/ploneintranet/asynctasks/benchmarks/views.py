@@ -8,6 +8,7 @@ timed in an after-commit hook and kept in this process, per ``run``, for
 """
 
 from BTrees.Length import Length
+import json
 from plone.app.textfield.value import RichTextValue
 from plone.protect.authenticator import createToken
 from ploneintranet.asynctasks import tasks
@@ -15,12 +16,10 @@ from ploneintranet.asynctasks.benchmarks.jobs import KINDS
 from ploneintranet.asynctasks.browser.views import ProtectedJobView
 from Products.CMFCore.utils import getToolByName
 from Products.Five.browser import BrowserView
-from zope.annotation.interfaces import IAnnotations
-
-import json
 import threading
 import time
 import transaction
+from zope.annotation.interfaces import IAnnotations
 
 
 COUNTER_KEY = "ploneintranet.asynctasks.benchmarks.writes"

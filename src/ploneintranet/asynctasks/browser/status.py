@@ -5,6 +5,7 @@ message of each check says where to look.
 """
 
 from celery.exceptions import TimeoutError as CeleryTimeout
+import json
 from ploneintranet.asynctasks import celeryconfig
 from ploneintranet.asynctasks import celerytasks
 from ploneintranet.asynctasks import tasks
@@ -13,11 +14,9 @@ from ploneintranet.asynctasks.core import capture_credentials
 from ploneintranet.asynctasks.core import masked_url
 from Products.Five.browser import BrowserView
 from Products.Five.browser.pagetemplatefile import ViewPageTemplateFile
-from zope.annotation.interfaces import IAnnotations
-
-import json
 import transaction
 import uuid
+from zope.annotation.interfaces import IAnnotations
 
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"

@@ -7,13 +7,12 @@ needs. CSRF protection stays on: a POST without an authenticator gets a
 confirmation form and changes nothing, a forged one is refused with 403.
 """
 
+import logging
 from plone.protect.authenticator import check
 from ploneintranet.asynctasks.core import AUTHENTICATOR_FIELD
 from Products.Five.browser import BrowserView
 from Products.Five.browser.pagetemplatefile import ViewPageTemplateFile
 from zope.annotation.interfaces import IAnnotations
-
-import logging
 
 
 logger = logging.getLogger("ploneintranet.asynctasks")

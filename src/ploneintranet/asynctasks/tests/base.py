@@ -1,12 +1,11 @@
 """Shared helpers of the tests that run the real pipeline."""
 
 from plone import api
-from plone.app.testing import setRoles
 from plone.app.testing import SITE_OWNER_NAME
 from plone.app.testing import SITE_OWNER_PASSWORD
+from plone.app.testing import setRoles
 from ploneintranet.asynctasks.testing import wait_until
 from ploneintranet.asynctasks.tests.layers import PIPELINE_TESTING
-
 import requests
 import transaction
 import unittest

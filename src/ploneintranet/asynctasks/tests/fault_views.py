@@ -9,10 +9,9 @@ from BTrees.OOBTree import OOBTree
 from ploneintranet.asynctasks import tasks
 from ploneintranet.asynctasks.browser.views import ProtectedJobView
 from Products.Five.browser import BrowserView
+import threading
 from ZODB.POSException import ConflictError
 from zope.annotation.interfaces import IAnnotations
-
-import threading
 
 
 RUNS_KEY = "ploneintranet.asynctasks.tests.runs"

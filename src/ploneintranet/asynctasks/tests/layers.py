@@ -5,7 +5,6 @@ from plone.app.testing import PloneSandboxLayer
 from plone.testing.zope import WSGI_SERVER_FIXTURE
 from ploneintranet.asynctasks.testing import ASYNC_FIXTURE
 from ploneintranet.asynctasks.testing import CELERY_WORKER_FIXTURE
-
 import ploneintranet.asynctasks.tests
 
 

@@ -1,10 +1,13 @@
 """The engine's Plone side: url resolution, credential capture, enqueueing."""
 
+from datetime import datetime
+from datetime import timedelta
+from datetime import timezone
 from plone import api
+from plone.app.testing import TEST_USER_NAME
 from plone.app.testing import login
 from plone.app.testing import logout
 from plone.app.testing import setRoles
-from plone.app.testing import TEST_USER_NAME
 from plone.protect.authenticator import _verify_request
 from ploneintranet.asynctasks import celerytasks
 from ploneintranet.asynctasks import tasks
@@ -16,14 +19,9 @@ from ploneintranet.asynctasks.interfaces import IAsyncTask
 from ploneintranet.asynctasks.jobqueue import jobs_of_transaction
 from ploneintranet.asynctasks.testing import ASYNC_INTEGRATION_TESTING
 from ploneintranet.asynctasks.urls import REPLACEMENT_MAPPING_RECORD
-from zope.interface.verify import verifyObject
-
-from datetime import datetime
-from datetime import timedelta
-from datetime import timezone
-
 import transaction
 import unittest
+from zope.interface.verify import verifyObject
 
 
 class CoreTestCase(unittest.TestCase):

@@ -8,6 +8,7 @@ least once, so duplicates are allowed and reported.
 """
 
 from celery.result import AsyncResult
+import json
 from plone.testing.zope import WSGI_SERVER_FIXTURE
 from ploneintranet.asynctasks import celerytasks
 from ploneintranet.asynctasks.testing import CELERY_WORKER_FIXTURE
@@ -16,8 +17,6 @@ from ploneintranet.asynctasks.testing import wait_until
 from ploneintranet.asynctasks.tests import fault_views
 from ploneintranet.asynctasks.tests.base import PipelineTestCase
 from ploneintranet.asynctasks.tests.test_views import authenticator_in
-
-import json
 import redis
 import shutil
 import time

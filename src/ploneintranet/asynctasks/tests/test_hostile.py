@@ -10,8 +10,13 @@ the refusal, that the database has no new transaction, and that a loopback
 listener, the stand-in for every foreign origin, got no connection.
 """
 
+import base64
+import binascii
 from celery.exceptions import NotRegistered
 from celery.result import AsyncResult
+import datetime
+import logging
+import os
 from plone import api
 from plone.app.testing import login
 from plone.app.testing import logout
@@ -27,17 +32,9 @@ from ploneintranet.asynctasks.testing import start_celery_worker
 from ploneintranet.asynctasks.testing import stop_process
 from ploneintranet.asynctasks.tests.base import PipelineTestCase
 from ploneintranet.asynctasks.tests.test_views import authenticator_in
-from ploneintranet.asynctasks.tests.views import notes
 from ploneintranet.asynctasks.tests.views import NOTES_KEY
+from ploneintranet.asynctasks.tests.views import notes
 from ploneintranet.asynctasks.urls import origin
-from urllib.parse import urlsplit
-from zope.annotation.interfaces import IAnnotations
-
-import base64
-import binascii
-import datetime
-import logging
-import os
 import requests
 import shutil
 import socket
@@ -45,6 +42,8 @@ import tempfile
 import threading
 import time
 import transaction
+from urllib.parse import urlsplit
+from zope.annotation.interfaces import IAnnotations
 
 
 TOKEN = "_authenticator"

@@ -6,7 +6,6 @@ from ploneintranet.asynctasks import celerytasks
 from ploneintranet.asynctasks.tests.base import PipelineTestCase
 from ploneintranet.asynctasks.tests.test_views import authenticator_in
 from ploneintranet.asynctasks.tests.views import notes
-
 import time
 
 

@@ -16,6 +16,10 @@ listed in a file. Here it lists ``reindex_object`` and the pool is served by
 other jobs go, was routed by its task name.
 """
 
+import base64
+import http.client
+import importlib.util
+import os
 from pathlib import Path
 from plone.testing import Layer
 from ploneintranet.asynctasks import celeryconfig
@@ -26,11 +30,6 @@ from ploneintranet.asynctasks.testing import CELERY_WORKER_FIXTURE
 from ploneintranet.asynctasks.testing import free_port
 from ploneintranet.asynctasks.testing import stop_process
 from ploneintranet.asynctasks.testing import wait_until
-
-import base64
-import http.client
-import importlib.util
-import os
 import re
 import requests
 import secrets
@@ -115,7 +114,7 @@ class ZEORoutingLayer(Layer):
             self.start(name, [str(BIN / "runwsgi"), str(ini)], env)
         for name in self.instances:
             wait_until(
-                lambda: self.answers(f"http://127.0.0.1:{self.ports[name]}/"),
+                lambda name=name: self.answers(f"http://127.0.0.1:{self.ports[name]}/"),
                 120, 0.2, f"{name} to answer",
             )
         self["haproxy_url"] = self.start_haproxy(haproxy, env)

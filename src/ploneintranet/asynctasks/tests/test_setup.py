@@ -1,16 +1,14 @@
 """The add-on installs, uninstalls and reinstalls cleanly."""
 
 from plone import api
-from plone.browserlayer.utils import registered_layers
 from plone.base.utils import get_installer
+from plone.browserlayer.utils import registered_layers
 from ploneintranet.asynctasks.browser.views import CHECKSUM_KEY
 from ploneintranet.asynctasks.interfaces import IPloneintranetAsyncLayer
 from ploneintranet.asynctasks.testing import ASYNC_INTEGRATION_TESTING
 from ploneintranet.asynctasks.urls import REPLACEMENT_MAPPING_RECORD
-
-from zope.annotation.interfaces import IAnnotations
-
 import unittest
+from zope.annotation.interfaces import IAnnotations
 
 
 class TestSetup(unittest.TestCase):

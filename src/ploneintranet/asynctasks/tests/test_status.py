@@ -6,6 +6,7 @@ from ploneintranet.asynctasks.testing import free_port
 from ploneintranet.asynctasks.tests.base import PipelineTestCase
 from zope.annotation.interfaces import IAnnotations
 
+
 CHECKS = ["credentials", "broker", "worker", "task round trip", "http round trip"]
 
 

@@ -6,7 +6,6 @@ from ploneintranet.asynctasks.core import AuthorizationError
 from ploneintranet.asynctasks.tests.base import PipelineTestCase
 from ploneintranet.asynctasks.tests.views import notes
 from ploneintranet.asynctasks.tests.views import received_task_name
-
 import transaction
 
 

@@ -2,10 +2,9 @@
 
 from ploneintranet.asynctasks.browser.views import CHECKSUM_KEY
 from ploneintranet.asynctasks.tests.base import PipelineTestCase
-from zope.annotation.interfaces import IAnnotations
-
 import re
 import transaction
+from zope.annotation.interfaces import IAnnotations
 
 
 def authenticator_in(html):

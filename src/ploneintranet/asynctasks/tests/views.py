@@ -6,9 +6,8 @@ from ploneintranet.asynctasks import tasks
 from ploneintranet.asynctasks.browser.views import ProtectedJobView
 from ploneintranet.asynctasks.core import AbstractPost
 from Products.Five.browser import BrowserView
-from zope.annotation.interfaces import IAnnotations
-
 import time
+from zope.annotation.interfaces import IAnnotations
 
 
 NOTES_KEY = "ploneintranet.asynctasks.tests.notes"

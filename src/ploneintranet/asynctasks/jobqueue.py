@@ -82,6 +82,10 @@ class JobsOfTransaction:
         key = fingerprint(task.name, args[0], args[1])
         if key not in self.jobs:
             options.setdefault("task_id", str(uuid.uuid4()))
+            # Celery copies a repr of the arguments into the message for
+            # monitors such as Flower: they hold credentials (and the repr
+            # costs more than the rest of the message), so show the url only.
+            options.setdefault("argsrepr", f"({args[0]!r}, ...)")
             if debounce:
                 options.setdefault("countdown", debounce)
             self.jobs[key] = (task, args, options, userid, debounce)
@@ -122,8 +126,7 @@ class JobsOfTransaction:
                 continue
             # One pooled connection for all the jobs of the transaction.
             with app.producer_or_acquire() as producer:
-                for job in mine:
-                    _send(producer, *job)
+                _send_together(producer, mine)
 
     def abort(self, txn):
         self._forget()
@@ -150,13 +153,36 @@ class _Savepoint:
         self.manager.jobs = dict(self.jobs)
 
 
+def _send_together(producer, jobs):
+    """Send ``jobs`` in one round trip where the broker allows it (Redis,
+    kombu 5.7); should that fail, send them again one by one, each with
+    Celery's publish retries (delivery stays at least once)."""
+    if len(jobs) == 1 or not getattr(producer, "supports_batch_publish", False):
+        for job in jobs:
+            _send(producer, *job)
+        return
+    buffered = []
+    try:
+        with producer.batch():
+            buffered = [job for job in jobs if _send(producer, *job)]
+    except Exception as error:
+        logger.warning(
+            "could not send %d job(s) in one round trip (%s: %s); sending "
+            "them one by one", len(buffered), type(error).__name__, error,
+        )
+        for job in buffered:
+            _send(producer, *job)
+
+
 def _send(producer, task, args, options, userid, debounce):
+    """Send one job; True if it was handed over, else log LOST JOB."""
     try:
         if debounce:
             key = DEBOUNCE_PREFIX + fingerprint(task.name, args[0], args[1])
             ttl = int(debounce) + 3600
             redis_client(task.app).set(key, options["task_id"], ex=ttl)
         task.apply_async(args, producer=producer, **options)
+        return True
     except Exception:
         # The data is committed; the job can only be reported, for a site
         # administrator to redo the work (credentials are not logged).

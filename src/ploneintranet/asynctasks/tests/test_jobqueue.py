@@ -2,11 +2,14 @@
 identical ones once, debounced ones once after a burst."""
 
 from celery.result import AsyncResult
+import contextlib
 from ploneintranet.asynctasks import celerytasks
+from ploneintranet.asynctasks import jobqueue
 from ploneintranet.asynctasks.tests.base import PipelineTestCase
 from ploneintranet.asynctasks.tests.test_views import authenticator_in
 from ploneintranet.asynctasks.tests.views import notes
 import time
+import unittest
 
 
 class TestJobsWaitForTheCommit(PipelineTestCase):
@@ -60,3 +63,37 @@ class TestDebounce(PipelineTestCase):
         values = [r.get(timeout=self.job_timeout) for r in results]
         self.assertEqual(values, ["superseded"] * 7 + [200])
         self.assertEqual(notes(self.fresh(self.doc)), ["burst"])
+
+
+class _FailingBatchProducer:
+    """A producer whose one round trip for all jobs fails at the end."""
+
+    supports_batch_publish = True
+    batching = False
+
+    @contextlib.contextmanager
+    def batch(self):
+        self.batching = True
+        try:
+            yield
+        finally:
+            self.batching = False
+        raise ConnectionError("the broker went away")
+
+
+class _RecordingTask:
+    name = "recording"
+
+    def __init__(self):
+        self.sent = []
+
+    def apply_async(self, args, producer, **options):
+        self.sent.append((args[0], producer.batching))
+
+
+class TestSendTogether(unittest.TestCase):
+    def test_jobs_of_a_failed_round_trip_are_sent_one_by_one(self):
+        task = _RecordingTask()
+        jobs = [(task, (url, {}, {}, {}), {"task_id": url}, "editor", None) for url in ("a", "b")]
+        jobqueue._send_together(_FailingBatchProducer(), jobs)
+        self.assertEqual(task.sent, [("a", True), ("b", True), ("a", False), ("b", False)])

@@ -4,13 +4,16 @@
 
     .venv/bin/python -m ploneintranet.asynctasks.benchmarks [--smoke]
         [--rounds N] [--json var/bench.json] [--only enqueue,latency] [--keep]
+        [--profile DIR]
 """
 
 import argparse
+import contextlib
 import dataclasses
 import os
 from pathlib import Path
 from ploneintranet.asynctasks.benchmarks import measure
+from ploneintranet.asynctasks.benchmarks import profiling
 from ploneintranet.asynctasks.benchmarks import report
 from ploneintranet.asynctasks.benchmarks.client import PloneClient
 from ploneintranet.asynctasks.benchmarks.services import TUNED_WORKER
@@ -49,18 +52,32 @@ def warm_up(stack, client, sizes):
     stack.redis.delete(measure.PARKED_QUEUE)
 
 
-def run(sizes, only, directory):
+def run(sizes, only, directory, profile=None):
+    """Measure ``only``; with ``profile`` (a directory), record Plone and
+    the tuned worker with py-spy meanwhile."""
     results = {}
     with BenchStack(directory) as stack:
         say(f"bench: Plone {stack.portal_url}, Redis {stack.redis_url}, logs in {directory}/log")
         client = PloneClient(stack.portal_url, stack.password)
         warm_up(stack, client, sizes)
+        processes = {"plone": stack.plone.pid, "worker-tuned": stack.workers["tuned"].pid}
         for name in only:
             started = time.monotonic()
             say(f"bench: measuring {name} ...")
-            results[name] = MEASUREMENTS[name](stack, client, sizes)
+            recording = (profiling.recording(profile, name, processes) if profile
+                         else contextlib.nullcontext())
+            with recording:
+                results[name] = MEASUREMENTS[name](stack, client, sizes)
             say(f"bench: {name} took {time.monotonic() - started:.0f} s")
     return results
+
+
+def profile_summary(directory, only):
+    lines = ["", f"Profiles (py-spy, in {directory}); the figures above are slowed down by it:"]
+    for name in only:
+        for path in sorted(Path(directory).glob(f"{name}-*.txt")):
+            lines.extend(profiling.summarize(path))
+    return "\n".join(lines)
 
 
 def parse(argv):
@@ -71,6 +88,8 @@ def parse(argv):
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write the figures")
     parser.add_argument("--only", default=",".join(MEASUREMENTS),
                         help=f"comma-separated measurements of {', '.join(MEASUREMENTS)}")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="record where Plone and the tuned worker spend their time (py-spy) into DIR")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temp directory (Data.fs, logs) afterwards")
     args = parser.parse_args(argv)
@@ -91,11 +110,13 @@ def main(argv=None):
     sizes = measure.SMOKE if args.smoke else measure.FULL
     if args.rounds:
         sizes = dataclasses.replace(sizes, rounds=args.rounds)
+    if args.profile:
+        profiling.py_spy()  # there, before anything starts
     signal.signal(signal.SIGTERM, _terminate)
     directory = tempfile.mkdtemp(prefix="asynctasks-bench-")
     load_before = os.getloadavg()[0]
     try:
-        results = run(sizes, args.only, directory)
+        results = run(sizes, args.only, directory, args.profile)
     finally:
         if args.keep:
             say(f"bench: kept {directory}")
@@ -106,9 +127,12 @@ def main(argv=None):
         "cpus": os.cpu_count(), "load_before": load_before,
         "load_after": os.getloadavg()[0], "tuned_worker": TUNED_WORKER.describe(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "profiled": bool(args.profile),
     }
     summary = report.summarize(results)
     print(report.table(summary, meta, results), flush=True)
+    if args.profile:
+        print(profile_summary(args.profile, args.only), flush=True)
     report.write_json(args.json, summary, meta, results)
     say(f"bench: figures written to {args.json}")
     return 0

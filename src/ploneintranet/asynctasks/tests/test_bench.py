@@ -1,0 +1,37 @@
+"""``make bench`` still works: a smoke run with tiny numbers.
+
+The benchmark is not a test: this only proves that it starts every process,
+makes every measurement and reports every row. Its targets are not checked
+(tiny numbers on a busy machine say nothing); see docs/benchmarks.rst.
+"""
+
+import json
+from pathlib import Path
+from ploneintranet.asynctasks.benchmarks import report
+import subprocess
+import sys
+import tempfile
+import unittest
+
+
+class TestBenchSmoke(unittest.TestCase):
+    def test_smoke_run_reports_every_row(self):
+        with tempfile.TemporaryDirectory(prefix="asynctasks-bench-test-") as directory:
+            figures = Path(directory) / "bench.json"
+            result = subprocess.run(
+                [sys.executable, "-m", "ploneintranet.asynctasks.benchmarks",
+                 "--smoke", "--json", str(figures)],
+                capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+            )
+            self.assertEqual(result.returncode, 0, result.stderr[-4000:])
+            written = json.loads(figures.read_text())
+
+        for row in report.ROWS:
+            self.assertIn(row.label, result.stdout)
+            self.assertIn(row.key, written["rows"])
+            self.assertIsInstance(written["rows"][row.key]["value"], float)
+            if row.target:
+                self.assertIn(written["rows"][row.key]["met"], (True, False))
+        self.assertIn("targets met:", result.stdout)
+        self.assertNotIn("(not run)", result.stdout)
+        self.assertTrue(written["meta"]["smoke"])

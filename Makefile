@@ -4,10 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install redis-server haproxy lint dist-check test run run-zeo stop clean docs bench
+.PHONY: help install redis-server haproxy chromium lint dist-check test run run-zeo stop clean docs bench
 
 help:
-	@echo "make test   install everything needed (venv, constraints, redis-server, haproxy) and run the tests"
+	@echo "make test   install everything needed (venv, constraints, redis-server, haproxy, chromium) and run the tests"
 	@echo "make run    start Plone, Redis and a Celery worker under supervisor (Ctrl-C stops)"
 	@echo "make run-zeo  start the production-like server under supervisor: ZEO, a frontend and a"
 	@echo "              worker Plone instance, HAProxy routing jobs, a Celery worker per queue, Flower"
@@ -46,7 +46,19 @@ haproxy:
 	  echo "haproxy is missing: run 'sudo apt-get install haproxy' (Debian/Ubuntu) and try again" >&2; exit 1; \
 	fi
 
-test: install redis-server haproxy lint
+# The browser of tests/test_push_browser.py, driven by the playwright package
+# (which is not allowed to download a browser of its own); pdftoppm comes along
+# for PDF previews.
+chromium:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "chromium is missing: installing it (and poppler-utils) with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium poppler-utils >/dev/null; \
+	else \
+	  echo "chromium is missing: run 'sudo apt-get install chromium poppler-utils' (Debian/Ubuntu) and try again" >&2; exit 1; \
+	fi
+
+test: install redis-server haproxy chromium lint
 	$(BIN)/pytest
 
 lint: install

@@ -49,6 +49,8 @@ setup(
         "redis",
         "requests",
         "setuptools",
+        # the websocket push server (ploneintranet.asynctasks.push)
+        "tornado>=6",
         "zope.interface",
     ],
     extras_require={
@@ -60,6 +62,8 @@ setup(
             "zope.pytestlayer",
             # tests/test_routing.py runs two instances on a ZEO server.
             "ZEO",
+            # tests/test_push_browser.py drives Debian's chromium (make chromium).
+            "playwright",
         ],
         "run": [
             "plone.app.contenttypes",
@@ -87,5 +91,8 @@ setup(
     },
     entry_points={
         "z3c.autoinclude.plugin": ["target = plone"],
+        "console_scripts": [
+            "asynctasks-push = ploneintranet.asynctasks.push.__main__:main",
+        ],
     },
 )

@@ -27,6 +27,17 @@ variable                       default                                 meaning
 ``ASYNC_MAX_JOB_BYTES``        ``1000000``                             largest job, as JSON, Plone will enqueue
 ``ASYNC_TASK_ROUTES``          ``reindex_object`` and ``post`` on      comma-separated ``task=queue`` pairs; the
                                ``high`` (see below)                    task may be a glob such as ``my.addon.*``
+``ASYNC_PUSH_PORT``            ``8765``                                port of the websocket push server
+``ASYNC_PUSH_ADDRESS``         ``127.0.0.1``                           address the push server listens on
+``ASYNC_PUSH_PLONE_URL``       ``http://localhost:8080/Plone``         the site the push server asks who opened
+                                                                       a socket; its only outgoing request
+``ASYNC_PUSH_ALLOWED_ORIGINS`` the origin of ``ASYNC_PUSH_PLONE_URL``  comma-separated origins of the pages that
+                                                                       may open a socket (the public origin)
+``ASYNC_PUSH_PUBLIC_URL``      (none: port ``ASYNC_PUSH_PORT`` of the  websocket url browsers connect to, e.g.
+                               page's host, path ``/push``)            ``/push`` behind a proxy
+``ASYNC_PUSH_CHANNEL_PREFIX``  ``ploneintranet.asynctasks:push:``      Redis pub/sub channel of a user: this
+                                                                       prefix and the user id
+``ASYNC_PUSH_REDIS_URL``       the broker url                          Redis of the push channels
 =============================  ======================================  ===========================================
 
 ``ASYNC_ENABLED=false`` is for development without a worker: Celery runs each
@@ -142,10 +153,28 @@ ASYNC_TASK_ROUTES = _env_routes(
 #: Every queue a job may be put in: the default queue first, then the routed.
 ASYNC_QUEUES = tuple(dict.fromkeys([DEFAULT_QUEUE, *ASYNC_TASK_ROUTES.values()]))
 
+# --- the websocket push server (ploneintranet.asynctasks.push) --------------
+
+ASYNC_PUSH_PORT = _env_number("ASYNC_PUSH_PORT", 8765, int)
+ASYNC_PUSH_ADDRESS = os.environ.get("ASYNC_PUSH_ADDRESS") or "127.0.0.1"
+ASYNC_PUSH_PLONE_URL = (
+    os.environ.get("ASYNC_PUSH_PLONE_URL") or "http://localhost:8080/Plone"
+).rstrip("/")
+ASYNC_PUSH_ALLOWED_ORIGINS = [
+    value.strip().rstrip("/").lower()
+    for value in os.environ.get("ASYNC_PUSH_ALLOWED_ORIGINS", "").split(",")
+    if value.strip()
+]
+ASYNC_PUSH_PUBLIC_URL = os.environ.get("ASYNC_PUSH_PUBLIC_URL", "").strip()
+ASYNC_PUSH_CHANNEL_PREFIX = (
+    os.environ.get("ASYNC_PUSH_CHANNEL_PREFIX") or "ploneintranet.asynctasks:push:"
+)
+
 # --- Celery settings ---------------------------------------------------------
 
 broker_url = os.environ.get("BROKER_URL") or "redis://localhost:6379/0"
 result_backend = os.environ.get("CELERY_RESULT_BACKEND") or broker_url
+ASYNC_PUSH_REDIS_URL = os.environ.get("ASYNC_PUSH_REDIS_URL") or broker_url
 
 # JSON only: a pickled message from a compromised broker would run code.
 task_serializer = "json"

@@ -19,6 +19,7 @@ from ploneintranet.asynctasks.core import DispatchError
 from ploneintranet.asynctasks.core import JobRefused
 from ploneintranet.asynctasks.core import dispatch
 from ploneintranet.asynctasks.jobqueue import superseded
+from ploneintranet.asynctasks.push import messages
 
 
 logger = logging.getLogger("ploneintranet.asynctasks")
@@ -78,6 +79,24 @@ def post(url, data=None, headers=None, cookies=None):
 def reindex_object(url, data=None, headers=None, cookies=None):
     """Reindex a content object through its ``@@reindex_object`` view."""
     return dispatch(url, data, headers, cookies).status_code
+
+
+class PushingJobTask(JobTask):
+    """Base of tasks whose user is told by push when the job finally failed
+    (after its last retry, or refused)."""
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        url, data, headers, cookies = (list(args) + [None] * 4)[:4]
+        messages.publish_job(self.name, messages.FAILED, data, headers)
+
+
+@app.task(**dict(JOB_OPTIONS, base=PushingJobTask))
+def generate_preview(url, data=None, headers=None, cookies=None):
+    """Make a preview through ``@@async-generate-preview``, then push
+    ``done`` to the user's browsers."""
+    status = dispatch(url, data, headers, cookies).status_code
+    messages.publish_job(generate_preview.name, messages.DONE, data, headers)
+    return status
 
 
 @app.task

@@ -7,6 +7,7 @@
 """
 
 from ploneintranet.asynctasks import celerytasks
+from ploneintranet.asynctasks import previews
 from ploneintranet.asynctasks.core import AbstractPost
 from ploneintranet.asynctasks.interfaces import IAsyncTask
 from zope.interface import implementer
@@ -31,3 +32,19 @@ class ReindexObject(AbstractPost):
 
     task = celerytasks.reindex_object
     url = "/@@reindex_object"
+
+
+@implementer(IAsyncTask)
+class GeneratePreview(AbstractPost):
+    """Make the preview of an Image or File; its user's page gets it by push.
+
+    Debounced: a burst of uploads to the same item makes one preview.
+    """
+
+    task = celerytasks.generate_preview
+    url = "/@@async-generate-preview"
+    debounce = 2
+
+    def __init__(self, context, request=None):
+        super().__init__(context, request)
+        self.data.update(previews.push_fields(context))

@@ -25,6 +25,7 @@ from plone.app.testing import applyProfile
 from plone.testing import Layer
 from plone.testing.zope import WSGI_SERVER_FIXTURE
 import ploneintranet.asynctasks
+from ploneintranet.asynctasks import celeryconfig
 from ploneintranet.asynctasks import celerytasks
 import redis
 import shutil
@@ -290,4 +291,82 @@ ASYNC_INTEGRATION_TESTING = IntegrationTesting(
 ASYNC_FUNCTIONAL_TESTING = FunctionalTesting(
     bases=(CELERY_WORKER_FIXTURE, ASYNC_FIXTURE, WSGI_SERVER_FIXTURE),
     name="ploneintranet.asynctasks:Functional",
+)
+
+
+def start_push_server(port, plone_url, redis_url, directory):
+    """Start the websocket push server (``python -m
+    ploneintranet.asynctasks.push``) on 127.0.0.1:``port``, authenticating
+    sockets against ``plone_url``; return the process once it listens. Its
+    log is ``directory/push.log``."""
+    log = os.path.join(directory, "push.log")
+    env = dict(
+        os.environ, BROKER_URL=redis_url, ASYNC_PUSH_REDIS_URL=redis_url,
+        ASYNC_PUSH_PLONE_URL=plone_url,
+    )
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ploneintranet.asynctasks.push",
+             "--port", str(port), "--address", "127.0.0.1"],
+            env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            cwd=directory, start_new_session=True,
+        )
+
+    def listens():
+        if process.poll() is not None:
+            raise RuntimeError(f"the push server exited:\n{_tail(log)}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        except OSError:
+            return False
+        return True
+
+    try:
+        wait_until(listens, 30, message=f"the push server on port {port}")
+    except AssertionError:
+        stop_process(process)
+        raise
+    return process
+
+
+class PushServerLayer(Layer):
+    """The websocket push server as a real process, for the Plone of the WSGI
+    server layer (site ``plone``) and the private Redis.
+
+    Resources ``push_url`` (``ws://127.0.0.1:<port>/push``) and ``push_log``.
+    This process's ``celeryconfig`` points at it while the layer is set up,
+    so pages load pat-push for this port and messages go to this Redis.
+    """
+
+    defaultBases = (REDIS_SERVER_FIXTURE, WSGI_SERVER_FIXTURE)
+    settings = ("ASYNC_PUSH_PORT", "ASYNC_PUSH_REDIS_URL")
+
+    def setUp(self):
+        self.directory = tempfile.mkdtemp(prefix="asynctasks-push-")
+        self.port = free_port()
+        plone_url = f"http://{self['host']}:{self['port']}/plone"
+        self.process = start_push_server(
+            self.port, plone_url, self["redis_url"], self.directory
+        )
+        self.saved = {name: getattr(celeryconfig, name) for name in self.settings}
+        celeryconfig.ASYNC_PUSH_PORT = self.port
+        celeryconfig.ASYNC_PUSH_REDIS_URL = self["redis_url"]
+        self["push_url"] = f"ws://127.0.0.1:{self.port}/push"
+        self["push_log"] = os.path.join(self.directory, "push.log")
+
+    def tearDown(self):
+        for name, value in self.saved.items():
+            setattr(celeryconfig, name, value)
+        stop_process(self.process)
+        shutil.rmtree(self.directory, ignore_errors=True)
+        del self["push_url"]
+        del self["push_log"]
+
+
+PUSH_SERVER_FIXTURE = PushServerLayer(name="ploneintranet.asynctasks:PushServer")
+
+#: The pipeline with the push server: Plone, Redis, a Celery worker, push.
+ASYNC_PUSH_TESTING = FunctionalTesting(
+    bases=(CELERY_WORKER_FIXTURE, ASYNC_FIXTURE, PUSH_SERVER_FIXTURE),
+    name="ploneintranet.asynctasks:Push",
 )

@@ -9,6 +9,7 @@ confirmation form and changes nothing, a forged one is refused with 403.
 
 import logging
 from plone.protect.authenticator import check
+from ploneintranet.asynctasks import previews
 from ploneintranet.asynctasks.core import AUTHENTICATOR_FIELD
 from Products.Five.browser import BrowserView
 from Products.Five.browser.pagetemplatefile import ViewPageTemplateFile
@@ -93,3 +94,13 @@ class CheckTaskView(ProtectedJobView):
     def stored_checksum(self):
         """The checksum the last verified POST stored, or ``None``."""
         return IAnnotations(self.context).get(CHECKSUM_KEY)
+
+
+class GeneratePreviewView(ProtectedJobView):
+    """``@@async-generate-preview``: make and store the preview of an Image
+    or File (see :mod:`ploneintranet.asynctasks.previews`)."""
+
+    def run(self):
+        made = previews.generate(self.context)
+        logger.info("preview of %s: %s", "/".join(self.context.getPhysicalPath()), made)
+        return f"preview {made}"

@@ -1,0 +1,38 @@
+"""The preview on an Image's or File's page: a placeholder until the
+``GeneratePreview`` job made it, then the preview, fetched by pat-push."""
+
+from plone.app.layout.viewlets.common import ViewletBase
+from ploneintranet.asynctasks import previews
+from Products.Five.browser import BrowserView
+from zExceptions import NotFound
+
+
+class PreviewViewlet(ViewletBase):
+    """Shows the preview element above the item's body."""
+
+    def render(self):
+        return previews.preview_html(self.context)
+
+
+class PreviewSnippetView(BrowserView):
+    """``@@async-preview-snippet``: the preview element alone, the HTML
+    snippet that pat-push puts in place of the placeholder."""
+
+    def __call__(self):
+        self.request.response.setHeader("Content-Type", "text/html; charset=utf-8")
+        self.request.response.setHeader("Cache-Control", "no-store")
+        return f"<html><body>{previews.preview_html(self.context)}</body></html>"
+
+
+class PreviewImageView(BrowserView):
+    """``@@async-preview-image``: the stored first page of a PDF, as PNG."""
+
+    def __call__(self):
+        stored = previews.record(self.context) or {}
+        image = stored.get("image")
+        if image is None:
+            raise NotFound("this item has no rendered preview image")
+        response = self.request.response
+        response.setHeader("Content-Type", image.contentType or "image/png")
+        response.setHeader("Content-Length", str(image.getSize()))
+        return image.data

@@ -1,0 +1,7 @@
+"""Websocket push: tell a user's browser that a job of theirs finished.
+
+- :mod:`.messages` publishes a message to the user's Redis channel (used by
+  the Celery tasks);
+- :mod:`.server` is the Tornado websocket server that browsers connect to
+  (run it with ``python -m ploneintranet.asynctasks.push``).
+"""

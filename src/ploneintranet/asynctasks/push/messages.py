@@ -1,0 +1,76 @@
+"""Push messages: what a finished job tells its user's browsers.
+
+A message is the JSON object ``{"task", "status", "snippet_url", "target"}``,
+published on the Redis channel ``ASYNC_PUSH_CHANNEL_PREFIX + userid``. The push
+server relays it to every socket that Plone authenticated as that user; the
+browser then fetches ``snippet_url`` and puts it in place of the element whose
+id is ``target``.
+"""
+
+import json
+import logging
+from ploneintranet.asynctasks import celeryconfig
+from ploneintranet.asynctasks.core import USER_HEADER
+import redis
+from urllib.parse import unquote
+
+
+logger = logging.getLogger("ploneintranet.asynctasks")
+
+DONE = "done"
+FAILED = "failed"
+#: Job data fields naming where the browser finds the finished work.
+SNIPPET_URL_FIELD = "push_snippet_url"
+TARGET_FIELD = "push_target"
+
+_clients = {}
+
+
+def channel(userid):
+    """The Redis pub/sub channel of ``userid``."""
+    return celeryconfig.ASYNC_PUSH_CHANNEL_PREFIX + userid
+
+
+def job_user(headers):
+    """The user a job ran as (its ``X-Async-User`` header), or ``None`` for
+    an anonymous job, which nobody is told about."""
+    value = (headers or {}).get(USER_HEADER)
+    userid = unquote(value) if value else None
+    return None if userid in (None, "", "Anonymous User") else userid
+
+
+def redis_connection(url=None):
+    """This process's client of the push Redis (``ASYNC_PUSH_REDIS_URL``)."""
+    url = url or celeryconfig.ASYNC_PUSH_REDIS_URL
+    if url not in _clients:
+        _clients[url] = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    return _clients[url]
+
+
+def publish(userid, task, status, snippet_url="", target="", url=None):
+    """Publish a message to ``userid``'s channel; return how many push
+    servers received it (0: the user has no open socket)."""
+    message = json.dumps(
+        {"task": task, "status": status, "snippet_url": snippet_url, "target": target}
+    )
+    return redis_connection(url).publish(channel(userid), message)
+
+
+def publish_job(task, status, data, headers):
+    """Tell the user of a job that it is ``done`` or ``failed``.
+
+    ``data`` (the job's form) names the snippet and target. A Redis error is
+    logged, not raised: the job's work is done either way, and the page
+    catches up when its socket (re)connects.
+    """
+    userid = job_user(headers)
+    if userid is None:
+        return 0
+    data = data or {}
+    try:
+        return publish(
+            userid, task, status, data.get(SNIPPET_URL_FIELD, ""), data.get(TARGET_FIELD, "")
+        )
+    except redis.RedisError as error:
+        logger.warning("could not push %s of %s to %s: %s", status, task, userid, error)
+        return 0

@@ -1,0 +1,174 @@
+"""The websocket push server: relays a user's push messages to their browsers.
+
+Each socket is authenticated when it opens: the server forwards the socket's
+``__ac`` login cookie, and nothing else, to ``@@async-push-user`` of the one
+configured Plone site (``ASYNC_PUSH_PLONE_URL``), which answers the user id or
+403. The user's channel is derived from that answer alone; the browser cannot
+choose it. Sockets of pages from other origins, and sockets Plone does not
+recognise, are refused with 403 before the websocket upgrade.
+"""
+
+import asyncio
+import logging
+from ploneintranet.asynctasks.push.messages import channel
+from ploneintranet.asynctasks.urls import origin
+import re
+import redis
+import redis.asyncio as aioredis
+from tornado import httpclient
+from tornado import web
+from tornado import websocket
+
+
+logger = logging.getLogger("ploneintranet.asynctasks.push")
+
+#: The Plone view that says who a login cookie belongs to.
+AUTH_VIEW = "@@async-push-user"
+AUTH_COOKIE = "__ac"
+#: Path of the websocket on the push server.
+SOCKET_PATH = "/push"
+# A cookie value we forward: no quote, semicolon, space or control character.
+COOKIE_VALUE = re.compile(r"[!#-+\--:<-\[\]-~]+")
+
+
+class PloneAuthenticator:
+    """Asks the configured Plone site who a login cookie belongs to."""
+
+    def __init__(self, plone_url, timeout=10):
+        self.url = f"{plone_url.rstrip('/')}/{AUTH_VIEW}"
+        self.timeout = timeout
+        self.client = httpclient.AsyncHTTPClient()
+
+    async def __call__(self, cookie):
+        """Return the user id of the ``__ac`` value ``cookie``, or ``None``."""
+        if not cookie or not COOKIE_VALUE.fullmatch(cookie):
+            return None
+        request = httpclient.HTTPRequest(
+            self.url,
+            headers={"Cookie": f"{AUTH_COOKIE}={cookie}"},
+            follow_redirects=False,
+            connect_timeout=self.timeout,
+            request_timeout=self.timeout,
+        )
+        try:
+            response = await self.client.fetch(request, raise_error=False)
+        except (OSError, httpclient.HTTPClientError) as error:
+            logger.warning("could not ask %s who opened a socket: %s", self.url, error)
+            return None
+        if response.code != 200:
+            return None
+        return response.body.decode("utf-8", "replace").strip() or None
+
+
+class Channels:
+    """One Redis pub/sub connection for the process; each open socket is
+    registered under its user's channel, subscribed while it has sockets."""
+
+    def __init__(self, redis_url):
+        self.redis = aioredis.Redis.from_url(redis_url)
+        self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        self.sockets = {}
+        self.lock = asyncio.Lock()
+        self.subscribed = asyncio.Event()
+
+    async def add(self, name, socket):
+        async with self.lock:
+            if name not in self.sockets:
+                await self.pubsub.subscribe(name)
+                self.sockets[name] = set()
+            self.sockets[name].add(socket)
+        self.subscribed.set()
+
+    async def remove(self, name, socket):
+        async with self.lock:
+            sockets = self.sockets.get(name)
+            if sockets is None:
+                return
+            sockets.discard(socket)
+            if not sockets:
+                del self.sockets[name]
+                await self.pubsub.unsubscribe(name)
+
+    async def run(self):
+        """Deliver each message to the sockets of its channel, until cancelled."""
+        await self.subscribed.wait()  # reading needs a subscribed connection
+        pause = 0.5
+        while True:
+            try:
+                message = await self.pubsub.get_message(timeout=1.0)
+            except (redis.RedisError, OSError) as error:
+                # redis-py reconnects and subscribes again on the next read
+                logger.warning("Redis pub/sub failed, retrying in %.1f s: %s", pause, error)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 10)
+                continue
+            pause = 0.5
+            if message is None or message.get("type") != "message":
+                continue
+            name = message["channel"].decode()
+            text = message["data"].decode("utf-8", "replace")
+            for socket in list(self.sockets.get(name, ())):
+                socket.deliver(text)
+
+    async def close(self):
+        await self.pubsub.aclose()
+        await self.redis.aclose()
+
+
+class PushSocket(websocket.WebSocketHandler):
+    """A browser's socket: authenticated before the upgrade, then receive-only."""
+
+    def initialize(self, channels, authenticate, allowed_origins):
+        self.channels = channels
+        self.authenticate = authenticate
+        self.allowed_origins = allowed_origins
+        self.userid = None
+        self.channel = None
+
+    def check_origin(self, value):
+        # a page of another site must not use the visitor's login cookie here
+        return origin(value).rstrip("/") in self.allowed_origins
+
+    async def prepare(self):
+        page = self.request.headers.get("Origin")
+        if page is not None and not self.check_origin(page):
+            raise web.HTTPError(403, "socket from another origin")
+        self.userid = await self.authenticate(self.get_cookie(AUTH_COOKIE))
+        if self.userid is None:
+            raise web.HTTPError(403, "not logged in to Plone")
+
+    async def open(self):
+        self.channel = channel(self.userid)
+        await self.channels.add(self.channel, self)
+        if self.ws_connection is None:  # closed while subscribing
+            await self.channels.remove(self.channel, self)
+            return
+        logger.info("socket opened for %s", self.userid)
+
+    def on_message(self, message):
+        """The browser has nothing to say; whatever it sends is ignored."""
+
+    def on_close(self):
+        if self.channel is not None:
+            asyncio.ensure_future(self.channels.remove(self.channel, self))
+
+    def deliver(self, text):
+        try:
+            self.write_message(text)
+        except websocket.WebSocketClosedError:
+            pass
+
+
+def make_app(channels, plone_url, allowed_origins=None):
+    """The Tornado application: the websocket at :data:`SOCKET_PATH`.
+
+    ``allowed_origins`` defaults to the origin of ``plone_url``.
+    """
+    origins = [value.rstrip("/").lower() for value in allowed_origins or [origin(plone_url)]]
+    options = dict(
+        channels=channels,
+        authenticate=PloneAuthenticator(plone_url),
+        allowed_origins=origins,
+    )
+    # pings find sockets whose browser went away without closing them
+    return web.Application([(SOCKET_PATH, PushSocket, options)], websocket_ping_interval=30)

@@ -1,0 +1,111 @@
+"""End to end in headless Chromium: an uploaded image's placeholder is
+replaced by its preview through push, without a reload; another logged-in
+user's browser receives nothing.
+
+Needs Debian's ``chromium`` (``make chromium``, part of ``make test``); the
+Python package ``playwright`` drives it (its own browser download is not used).
+"""
+
+import io
+from PIL import Image
+from playwright.sync_api import sync_playwright
+from plone import api
+from plone.app.testing import TEST_USER_ID
+from plone.app.testing import setRoles
+from ploneintranet.asynctasks.testing import ASYNC_PUSH_TESTING
+import shutil
+import transaction
+import unittest
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]
+#: Milliseconds the browser may take for a page, and for a preview to arrive.
+PAGE_TIMEOUT = 60_000
+PREVIEW_TIMEOUT = 45_000
+
+
+def png(size=(64, 48)):
+    out = io.BytesIO()
+    Image.new("RGB", size, (200, 40, 90)).save(out, "PNG")
+    return out.getvalue()
+
+
+class TestPreviewArrivesByPush(unittest.TestCase):
+    layer = ASYNC_PUSH_TESTING
+
+    def setUp(self):
+        if not shutil.which(CHROMIUM):
+            raise RuntimeError(
+                f"{CHROMIUM} is missing: run 'make chromium' (or 'apt-get install chromium' as root)"
+            )
+        self.portal = self.layer["portal"]
+        self.portal_url = self.portal.absolute_url()
+        setRoles(self.portal, TEST_USER_ID, ["Manager"])
+        self.folder = api.content.create(container=self.portal, type="Folder", id="uploads")
+        for username in ("alice", "bob"):
+            api.user.create(
+                email=f"{username}@example.com", username=username,
+                password=f"secret-{username}", roles=["Member"],
+            )
+        api.user.grant_roles(username="alice", obj=self.folder, roles=["Contributor", "Editor"])
+        transaction.commit()
+        self.playwright = sync_playwright().start()
+        self.browser = self.playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
+
+    def tearDown(self):
+        self.browser.close()
+        self.playwright.stop()
+
+    def logged_in_page(self, username):
+        page = self.browser.new_context().new_page()
+        page.set_default_timeout(PAGE_TIMEOUT)
+        page.goto(f"{self.portal_url}/login")
+        page.fill('input[name="__ac_name"]', username)
+        page.fill('input[name="__ac_password"]', f"secret-{username}")
+        with page.expect_navigation():
+            page.click('[name="buttons.login"]')
+        self.assertTrue(
+            any(cookie["name"] == "__ac" for cookie in page.context.cookies()),
+            f"{username} could not log in",
+        )
+        return page
+
+    def wait_for_socket(self, page):
+        page.wait_for_selector("body[data-push-state=open]", state="attached")
+
+    def test_placeholder_is_replaced_by_the_preview_without_reload(self):
+        bob = self.logged_in_page("bob")
+        bob.goto(self.portal_url)
+        self.wait_for_socket(bob)
+
+        alice = self.logged_in_page("alice")
+        alice.goto(f"{self.folder.absolute_url()}/++add++Image")
+        alice.fill('input[name="form.widgets.title"]', "Sunset")
+        alice.set_input_files(
+            'input[type=file][name="form.widgets.image"]',
+            files=[{"name": "sunset.png", "mimeType": "image/png", "buffer": png()}],
+        )
+        with alice.expect_navigation():
+            alice.click('[name="form.buttons.save"]')
+        self.assertIn("/uploads/sunset", alice.url)
+        # the page as loaded shows the placeholder; mark it to detect a reload
+        placeholder = alice.wait_for_selector(".async-preview", state="attached")
+        self.assertIn("pending", placeholder.get_attribute("class"))
+        alice.evaluate("window.loadedOnce = true")
+        self.wait_for_socket(alice)
+
+        preview = alice.wait_for_selector(".async-preview.ready img", timeout=PREVIEW_TIMEOUT)
+        self.assertIn("@@images", preview.get_attribute("src"))
+        self.assertTrue(alice.evaluate("window.loadedOnce === true"), "the page was reloaded")
+        received = alice.evaluate("window.ploneintranetPush.received")
+        self.assertIn("done", [message["status"] for message in received])
+
+        bob.wait_for_timeout(1000)
+        self.assertEqual(bob.evaluate("window.ploneintranetPush.received"), [])
+        self.assertEqual(bob.get_attribute("body", "data-push-state"), "open")

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install redis-server haproxy chromium lint dist-check test run run-zeo stop clean docs bench
+.PHONY: help install redis-server haproxy chromium lint dist-check test run run-zeo stop clean docs bench buildout-check
 
 help:
 	@echo "make test   install everything needed (venv, constraints, redis-server, haproxy, chromium) and run the tests"
@@ -17,6 +17,8 @@ help:
 	@echo "make docs   build the Sphinx documentation into docs/_build/html (warnings are errors)"
 	@echo "make bench  benchmark real processes (about 10 minutes): prints the table of targets,"
 	@echo "            writes var/bench.json (docs/benchmarks.rst); BENCH_ARGS=--smoke for a quick run"
+	@echo "make buildout-check  run buildout.cfg in build/buildout (about 10 minutes from scratch, 2 with"
+	@echo "            the eggs kept there), start bin/instance, check it answers (README: Deploying with buildout)"
 
 $(STAMP): setup.py constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if (3, 10) <= sys.version_info[:2] <= (3, 13) else "Python 3.10 to 3.13 is needed; run: make PYTHON=python3.11 ...")'
@@ -96,6 +98,12 @@ docs: install
 bench: install redis-server
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[bench]'
 	$(BIN)/python -m ploneintranet.asynctasks.benchmarks $(BENCH_ARGS)
+
+# buildout.cfg for sysadmins who deploy with zc.buildout: run it in build/
+# (own venv, eggs kept for the next run), check bin/instance answers HTTP and
+# bin/celery, bin/supervisord run. rm -rf build/buildout* starts from scratch.
+buildout-check:
+	$(PYTHON) scripts/buildout_check.py
 
 stop:
 	@if [ -x $(BIN)/python ]; then $(BIN)/python scripts/devserver.py stop; fi

@@ -103,7 +103,7 @@ bench: install redis-server
 # (own venv, eggs kept for the next run), check bin/instance answers HTTP and
 # bin/celery, bin/supervisord run. rm -rf build/buildout* starts from scratch.
 buildout-check:
-	$(PYTHON) scripts/buildout_check.py
+	$(PYTHON) scripts/buildout_check.py $(BUILDOUT_CHECK_ARGS)
 
 stop:
 	@if [ -x $(BIN)/python ]; then $(BIN)/python scripts/devserver.py stop; fi

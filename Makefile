@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install redis-server haproxy chromium lint dist-check test run run-zeo stop clean docs bench buildout-check
+.PHONY: help install redis-server haproxy chromium lint dist-check test run run-zeo stop clean docs bench bench-push buildout-check
 
 help:
 	@echo "make test   install everything needed (venv, constraints, redis-server, haproxy, chromium) and run the tests"
@@ -17,6 +17,7 @@ help:
 	@echo "make docs   build the Sphinx documentation into docs/_build/html (warnings are errors)"
 	@echo "make bench  benchmark real processes (about 10 minutes): prints the table of targets,"
 	@echo "            writes var/bench.json (docs/benchmarks.rst); BENCH_ARGS=--smoke for a quick run"
+	@echo "make bench-push  one push server holding 1,000 sockets: publish-to-delivery latency (docs/push.rst)"
 	@echo "make buildout-check  run buildout.cfg in build/buildout (about 10 minutes from scratch, 2 with"
 	@echo "            the eggs kept there), start bin/instance, check it answers (README: Deploying with buildout)"
 
@@ -104,6 +105,10 @@ bench: install redis-server
 # bin/celery, bin/supervisord run. rm -rf build/buildout* starts from scratch.
 buildout-check:
 	$(PYTHON) scripts/buildout_check.py $(BUILDOUT_CHECK_ARGS)
+
+# One push server holding 1,000 open sockets (docs/push.rst); var/bench-push.json.
+bench-push: install redis-server
+	$(BIN)/python -m ploneintranet.asynctasks.benchmarks.push $(BENCH_PUSH_ARGS)
 
 stop:
 	@if [ -x $(BIN)/python ]; then $(BIN)/python scripts/devserver.py stop; fi

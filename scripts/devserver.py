@@ -20,6 +20,7 @@ plone-frontend PORT + 1    the Plone instance that serves users
 plone-worker   PORT + 2    the Plone instance that does the jobs
 zeo            PORT + 3    the ZEO server, sharing the ZODB of ``make run``
 flower         PORT + 4    Flower, the Celery dashboard (if installed)
+push           PORT + 5    the websocket push server (``make run`` too)
 celery-high    -           the Celery worker of the queue ``high``
 celery-low     -           the Celery worker of the queue ``low``
 celery-default -           the Celery worker of the default queue ``celery``
@@ -151,7 +152,19 @@ def supervisor_environment(topology, broker_env, origin, **extra):
         "ASYNC_ALLOWED_ORIGINS",
         f"http://localhost:{origin},http://127.0.0.1:{origin}",
     )
+    # The push server: sockets of this site's pages, authenticated by it.
+    env.setdefault("ASYNC_PUSH_PORT", str(push_port(origin)))
+    env.setdefault("ASYNC_PUSH_PLONE_URL", f"http://127.0.0.1:{origin}/{SITE_ID}")
+    env.setdefault(
+        "ASYNC_PUSH_ALLOWED_ORIGINS",
+        f"http://localhost:{origin},http://127.0.0.1:{origin}",
+    )
     return env
+
+
+def push_port(port):
+    """The push server's port: after the four that run-zeo takes after PORT."""
+    return port + 5
 
 
 def serve(command, env, ports, banner):
@@ -175,8 +188,8 @@ def serve(command, env, ports, banner):
 
 def run(args):
     supervise.refuse_if_running("run")
-    port = preflight.http_port("run")
-    preflight.require_free_ports("run", {"Plone": port})
+    port = preflight.http_port("run", span=5)
+    preflight.require_free_ports("run", {"Plone": port, "push": push_port(port)})
     broker_env, broker = preflight.choose_broker()
     env = supervisor_environment("single", broker_env, port)
     password = ensure_site(env, port)
@@ -191,6 +204,7 @@ Plone is up (Ctrl-C here or `make stop` in another terminal stops everything):
     site           {base}/{SITE_ID}
     login          {ADMIN} / {password}   (kept in {relative(PASSWORD_FILE)})
     async status   {base}/{SITE_ID}/@@async-status
+    push server    ws://localhost:{push_port(port)}/push
     Zope root      {base}/manage
     broker         {broker}
     logs           {relative(LOG)}/plone.log, worker.log, access.log, supervisord.log
@@ -199,13 +213,14 @@ Plone is up (Ctrl-C here or `make stop` in another terminal stops everything):
 
 def run_zeo(args):
     supervise.refuse_if_running("run-zeo")
-    port = preflight.http_port("run-zeo", span=4)
+    port = preflight.http_port("run-zeo", span=5)
     ports = {
         "HAProxy": port,
         "plone-frontend": port + 1,
         "plone-worker": port + 2,
         "ZEO": port + 3,
         "Flower": port + 4,
+        "push": push_port(port),
     }
     preflight.require_free_ports("run-zeo", ports)
     haproxy = preflight.require_haproxy()
@@ -242,6 +257,7 @@ The production-like server is up (Ctrl-C here or `make stop` stops everything):
     async status   {base}/{SITE_ID}/@@async-status
     plone-frontend http://localhost:{ports['plone-frontend']}/{SITE_ID}
     plone-worker   http://localhost:{ports['plone-worker']}/{SITE_ID}
+    push server    ws://localhost:{ports['push']}/push
     ZEO            {zeo_address}
     Flower         {dashboard}
     broker         {broker}

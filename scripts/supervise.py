@@ -31,6 +31,7 @@ STARTUP_TIMEOUT = 300  # seconds to wait for Plone to answer
 # order they are stopped: the users of a service before the service.
 PROGRAM_PIDS = {
     "flower": (VAR / "flower.pid", "flower", signal.SIGTERM),
+    "push": (VAR / "push.pid", "asynctasks-push", signal.SIGTERM),
     "celery-high": (VAR / "celery-high.pid", "celery", signal.SIGTERM),
     "celery-low": (VAR / "celery-low.pid", "celery", signal.SIGTERM),
     "celery-default": (VAR / "celery-default.pid", "celery", signal.SIGTERM),

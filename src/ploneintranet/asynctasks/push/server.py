@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from tornado import httpclient
 from tornado import web
 from tornado import websocket
+from tornado.ioloop import IOLoop
 
 
 logger = logging.getLogger("ploneintranet.asynctasks.push")
@@ -116,7 +117,11 @@ class Channels:
 
 
 class PushSocket(websocket.WebSocketHandler):
-    """A browser's socket: authenticated before the upgrade, then receive-only."""
+    """A browser's socket: authenticated and subscribed before the upgrade,
+    then receive-only."""
+
+    #: Seconds a subscribed socket may take to finish its upgrade.
+    upgrade_timeout = 30
 
     def initialize(self, channels, authenticate, allowed_origins):
         self.channels = channels
@@ -124,6 +129,8 @@ class PushSocket(websocket.WebSocketHandler):
         self.allowed_origins = allowed_origins
         self.userid = None
         self.channel = None
+        self.opened = False
+        self.early = []  # messages that came before the upgrade finished
 
     def check_origin(self, value):
         # a page of another site must not use the visitor's login cookie here
@@ -136,14 +143,22 @@ class PushSocket(websocket.WebSocketHandler):
         self.userid = await self.authenticate(self.get_cookie(AUTH_COOKIE))
         if self.userid is None:
             raise web.HTTPError(403, "not logged in to Plone")
-
-    async def open(self):
+        # Subscribed before the browser sees the socket open: nothing
+        # published after that is missed.
         self.channel = channel(self.userid)
         await self.channels.add(self.channel, self)
-        if self.ws_connection is None:  # closed while subscribing
-            await self.channels.remove(self.channel, self)
-            return
+        IOLoop.current().call_later(self.upgrade_timeout, self.forget_if_never_opened)
+
+    def open(self):
+        self.opened = True
+        for text in self.early:
+            self.deliver(text)
+        self.early = []
         logger.info("socket opened for %s", self.userid)
+
+    def forget_if_never_opened(self):
+        if not self.opened:  # the upgrade failed after prepare
+            asyncio.ensure_future(self.channels.remove(self.channel, self))
 
     def on_message(self, message):
         """The browser has nothing to say; whatever it sends is ignored."""
@@ -153,6 +168,9 @@ class PushSocket(websocket.WebSocketHandler):
             asyncio.ensure_future(self.channels.remove(self.channel, self))
 
     def deliver(self, text):
+        if not self.opened:
+            self.early.append(text)
+            return
         try:
             self.write_message(text)
         except websocket.WebSocketClosedError:

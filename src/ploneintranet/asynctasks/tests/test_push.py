@@ -73,8 +73,11 @@ class Socket:
         return None if text is None else json.loads(text)
 
     def close(self):
-        self.connection.close()
-        self.run(lambda: asyncio.sleep(0.1))
+        async def closing():
+            self.connection.close()
+            await asyncio.sleep(0.1)
+
+        self.run(closing)
 
 
 class PushTestCase(unittest.TestCase):

@@ -7,6 +7,7 @@ Python package ``playwright`` drives it (its own browser download is not used).
 """
 
 import io
+import os
 from PIL import Image
 from playwright.sync_api import sync_playwright
 from plone import api
@@ -14,6 +15,7 @@ from plone.app.testing import TEST_USER_ID
 from plone.app.testing import setRoles
 from ploneintranet.asynctasks.testing import ASYNC_PUSH_TESTING
 import shutil
+import signal
 import transaction
 import unittest
 
@@ -84,28 +86,41 @@ class TestPreviewArrivesByPush(unittest.TestCase):
         bob.goto(self.portal_url)
         self.wait_for_socket(bob)
 
-        alice = self.logged_in_page("alice")
-        alice.goto(f"{self.folder.absolute_url()}/++add++Image")
-        alice.fill('input[name="form.widgets.title"]', "Sunset")
-        alice.set_input_files(
-            'input[type=file][name="form.widgets.image"]',
-            files=[{"name": "sunset.png", "mimeType": "image/png", "buffer": png()}],
-        )
-        with alice.expect_navigation():
-            alice.click('[name="form.buttons.save"]')
-        self.assertIn("/uploads/sunset", alice.url)
-        # the page as loaded shows the placeholder; mark it to detect a reload
-        placeholder = alice.wait_for_selector(".async-preview", state="attached")
-        self.assertIn("pending", placeholder.get_attribute("class"))
-        alice.evaluate("window.loadedOnce = true")
-        self.wait_for_socket(alice)
+        # The worker is paused until alice's page listens: the preview must come by push.
+        worker = self.layer["celery_worker"]
+        os.killpg(worker.pid, signal.SIGSTOP)
+        try:
+            alice = self.upload_image("alice")
+            placeholder = alice.wait_for_selector(".async-preview", state="attached")
+            self.assertIn("pending", placeholder.get_attribute("class"))
+            alice.evaluate("window.loadedOnce = true")  # gone if the page reloads
+            self.wait_for_socket(alice)
+            alice.wait_for_timeout(500)  # its catch-up fetch found the preview pending
+            self.assertTrue(alice.is_visible(".async-preview.pending"))
+        finally:
+            os.killpg(worker.pid, signal.SIGCONT)
 
         preview = alice.wait_for_selector(".async-preview.ready img", timeout=PREVIEW_TIMEOUT)
         self.assertIn("@@images", preview.get_attribute("src"))
         self.assertTrue(alice.evaluate("window.loadedOnce === true"), "the page was reloaded")
         received = alice.evaluate("window.ploneintranetPush.received")
-        self.assertIn("done", [message["status"] for message in received])
+        self.assertEqual([message["status"] for message in received], ["done"])
 
         bob.wait_for_timeout(1000)
         self.assertEqual(bob.evaluate("window.ploneintranetPush.received"), [])
         self.assertEqual(bob.get_attribute("body", "data-push-state"), "open")
+
+    def upload_image(self, username):
+        """Add an Image through the add form as ``username``; return the page
+        of the new image."""
+        page = self.logged_in_page(username)
+        page.goto(f"{self.folder.absolute_url()}/++add++Image")
+        page.fill('input[name="form.widgets.title"]', "Sunset")
+        page.set_input_files(
+            'input[type=file][name="form.widgets.image"]',
+            files=[{"name": "sunset.png", "mimeType": "image/png", "buffer": png()}],
+        )
+        with page.expect_navigation():
+            page.click('[name="form.buttons.save"]')
+        self.assertIn("/uploads/sunset", page.url)
+        return page

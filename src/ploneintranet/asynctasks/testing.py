@@ -344,15 +344,21 @@ class PushServerLayer(Layer):
     def setUp(self):
         self.directory = tempfile.mkdtemp(prefix="asynctasks-push-")
         self.port = free_port()
-        plone_url = f"http://{self['host']}:{self['port']}/plone"
-        self.process = start_push_server(
-            self.port, plone_url, self["redis_url"], self.directory
-        )
+        self.plone_url = f"http://{self['host']}:{self['port']}/plone"
+        self.start_server()
         self.saved = {name: getattr(celeryconfig, name) for name in self.settings}
         celeryconfig.ASYNC_PUSH_PORT = self.port
         celeryconfig.ASYNC_PUSH_REDIS_URL = self["redis_url"]
         self["push_url"] = f"ws://127.0.0.1:{self.port}/push"
         self["push_log"] = os.path.join(self.directory, "push.log")
+
+    def start_server(self):
+        self.process = start_push_server(
+            self.port, self.plone_url, self["redis_url"], self.directory
+        )
+
+    def stop_server(self):
+        stop_process(self.process)
 
     def tearDown(self):
         for name, value in self.saved.items():

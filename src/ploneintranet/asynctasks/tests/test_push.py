@@ -14,7 +14,9 @@ from ploneintranet.asynctasks import previews
 from ploneintranet.asynctasks.core import USER_HEADER
 from ploneintranet.asynctasks.push import messages
 from ploneintranet.asynctasks.testing import ASYNC_PUSH_TESTING
+from ploneintranet.asynctasks.testing import REDIS_SERVER_FIXTURE
 from ploneintranet.asynctasks.testing import wait_until
+import redis
 import requests
 from tornado import httpclient
 from tornado import websocket
@@ -211,3 +213,21 @@ class TestPreviewJobPushes(PushTestCase):
         message = alice.receive(timeout=30)
         self.assertEqual(message["status"], "failed")
         self.assertEqual(message["target"], previews.target_id(self.image))
+
+
+class TestRedisRestart(PushTestCase):
+    def test_open_sockets_receive_again_after_redis_restarts(self):
+        alice = self.open(self.cookie("alice"))
+        REDIS_SERVER_FIXTURE.stop_server()
+        REDIS_SERVER_FIXTURE.start_server()
+
+        def delivered():
+            try:
+                messages.publish("alice", "t", "done", "/a", "after-restart")
+            except redis.RedisError:
+                return False
+            message = alice.receive(timeout=0.5)
+            return message is not None and message["target"] == "after-restart"
+
+        # the push server reconnects and subscribes again by itself
+        wait_until(delivered, 30, message="a message to alice after Redis restarted")

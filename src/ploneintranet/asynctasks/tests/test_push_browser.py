@@ -13,7 +13,9 @@ from playwright.sync_api import sync_playwright
 from plone import api
 from plone.app.testing import TEST_USER_ID
 from plone.app.testing import setRoles
+from ploneintranet.asynctasks.push import messages
 from ploneintranet.asynctasks.testing import ASYNC_PUSH_TESTING
+from ploneintranet.asynctasks.testing import PUSH_SERVER_FIXTURE
 import shutil
 import signal
 import transaction
@@ -109,6 +111,19 @@ class TestPreviewArrivesByPush(unittest.TestCase):
         bob.wait_for_timeout(1000)
         self.assertEqual(bob.evaluate("window.ploneintranetPush.received"), [])
         self.assertEqual(bob.get_attribute("body", "data-push-state"), "open")
+
+    def test_pages_reconnect_when_the_push_server_comes_back(self):
+        bob = self.logged_in_page("bob")
+        bob.goto(self.portal_url)
+        self.wait_for_socket(bob)
+        PUSH_SERVER_FIXTURE.stop_server()
+        try:
+            bob.wait_for_selector("body[data-push-state=closed]", state="attached")
+        finally:
+            PUSH_SERVER_FIXTURE.start_server()
+        self.wait_for_socket(bob)  # retried with backoff, without a reload
+        messages.publish("bob", "t", "done", "", "nowhere")
+        bob.wait_for_function("window.ploneintranetPush.received.length === 1")
 
     def upload_image(self, username):
         """Add an Image through the add form as ``username``; return the page

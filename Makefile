@@ -18,7 +18,7 @@ help:
 	@echo "make bench  benchmark real processes (about 10 minutes): prints the table of targets,"
 	@echo "            writes var/bench.json (docs/benchmarks.rst); BENCH_ARGS=--smoke for a quick run"
 	@echo "make bench-push  one push server holding 1,000 sockets: publish-to-delivery latency (docs/push.rst)"
-	@echo "make buildout-check  run buildout.cfg in build/buildout (about 10 minutes from scratch, 2 with"
+	@echo "make buildout-check  run buildout.cfg in build/buildout (10-11 minutes from scratch, about 1 with"
 	@echo "            the eggs kept there), start bin/instance, check it answers (README: Deploying with buildout)"
 
 $(STAMP): setup.py constraints.txt

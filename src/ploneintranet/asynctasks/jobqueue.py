@@ -58,6 +58,8 @@ def redis_client(app):
 
 def superseded(task, url, data):
     """True if a later debounced job for the same target replaced this one."""
+    if getattr(task.request, "eta", None) is None:
+        return False  # a debounced job is delayed; skip the Redis round trip
     key = DEBOUNCE_PREFIX + fingerprint(task.name, url, data)
     try:
         client = redis_client(task.app)

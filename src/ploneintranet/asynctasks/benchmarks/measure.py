@@ -104,14 +104,14 @@ def enqueue_cost(stack, client, sizes):
 # --- 2. pipeline throughput ---------------------------------------------------
 
 
-def enqueue_jobs(client, kind, run, jobs, batch):
+def enqueue_jobs(client, kind, run, jobs, batch, **form):
     """Enqueue ``jobs`` jobs of ``kind`` through Plone, ``batch`` per request."""
     for start in range(0, jobs, batch):
         client.post(f"{PAGE}/@@bench-enqueue", kind=kind, run=run,
-                    jobs=min(batch, jobs - start))
+                    jobs=min(batch, jobs - start), **form)
 
 
-def drain_rate(stack, client, worker, kind, jobs, batch):
+def drain_rate(stack, client, worker, kind, jobs, batch, **form):
     """Queue ``jobs`` jobs while ``worker`` is paused, let it go; return the
     jobs/s from the first to the last committed write, and the writes.
 
@@ -121,7 +121,7 @@ def drain_rate(stack, client, worker, kind, jobs, batch):
     run = new_run(kind)
     stack.pause_worker(worker)
     try:
-        enqueue_jobs(client, kind, run, jobs, batch)
+        enqueue_jobs(client, kind, run, jobs, batch, **form)
     finally:
         stack.resume_worker(worker)
     effects = wait_for_effects(client, run, jobs, drain_timeout(jobs))

@@ -70,11 +70,14 @@ class WriteView(ProtectedJobView):
 class EnqueueView(ProtectedJobView):
     """``@@bench-enqueue``: ``jobs`` jobs of ``kind`` (see
     :data:`~ploneintranet.asynctasks.benchmarks.jobs.KINDS`) to
-    ``@@bench-write``, each stamped with the time it was enqueued."""
+    ``@@bench-write``, each stamped with the time it was enqueued;
+    ``queue`` sends them to another queue (to compare worker settings)."""
 
     def run(self):
         form = self.request.form
         job_class, options = KINDS[form["kind"]]
+        if form.get("queue"):
+            options = dict(options, queue=form["queue"])
         for number in range(int(form.get("jobs", 1))):
             data = {"run": form["run"], "n": number, "enqueued_at": repr(time.time())}
             job_class(self.context, self.request)(url="@@bench-write", data=data, **options)

@@ -53,11 +53,17 @@ def new_run(name):
     return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
-def wait_for_effects(client, run, count, timeout):
-    """Wait until ``count`` writes of ``run`` committed; return them with times."""
+def wait_for_effects(client, run, count, timeout, on_poll=None):
+    """Wait until ``count`` writes of ``run`` committed; return them with times.
+
+    Polls four times a second: each poll is a Plone request, and Plone is
+    what the jobs wait for. ``on_poll(done)`` is called at every poll.
+    """
     deadline = time.monotonic() + timeout
     while True:
         done = client.get(f"{PAGE}/@@bench-effects", run=run).json()["count"]
+        if on_poll is not None:
+            on_poll(done)
         if done >= count:
             return client.get(f"{PAGE}/@@bench-effects", run=run, times=1).json()
         if time.monotonic() > deadline:
@@ -65,7 +71,7 @@ def wait_for_effects(client, run, count, timeout):
                 f"only {done} of {count} jobs of {run} committed within {timeout:g} s; "
                 "see the worker logs in the benchmark's directory"
             )
-        time.sleep(0.02)
+        time.sleep(0.25)
 
 
 def drain_timeout(jobs):
@@ -111,7 +117,7 @@ def enqueue_jobs(client, kind, run, jobs, batch, **form):
                     jobs=min(batch, jobs - start), **form)
 
 
-def drain_rate(stack, client, worker, kind, jobs, batch, **form):
+def drain_rate(stack, client, worker, kind, jobs, batch, on_poll=None, **form):
     """Queue ``jobs`` jobs while ``worker`` is paused, let it go; return the
     jobs/s from the first to the last committed write, and the writes.
 
@@ -124,7 +130,7 @@ def drain_rate(stack, client, worker, kind, jobs, batch, **form):
         enqueue_jobs(client, kind, run, jobs, batch, **form)
     finally:
         stack.resume_worker(worker)
-    effects = wait_for_effects(client, run, jobs, drain_timeout(jobs))
+    effects = wait_for_effects(client, run, jobs, drain_timeout(jobs), on_poll)
     committed = effects["committed"]
     return (jobs - 1) / (max(committed) - min(committed)), effects
 
@@ -204,7 +210,7 @@ def wait_until_indexed(client, word, timeout=120):
     while not client.get(f"{site.LARGE_PAGE}/@@bench-indexed", word=word).json():
         if time.monotonic() > deadline:
             raise BenchError(f"the large page with {word!r} was not reindexed in {timeout} s")
-        time.sleep(0.02)
+        time.sleep(0.05)
 
 
 def autosave(stack, client, sizes):
@@ -236,16 +242,41 @@ def autosave(stack, client, sizes):
 # --- 5. scale ------------------------------------------------------------------
 
 
+def _windows(committed, window):
+    """Writes/s of each run of ``window`` writes, in order."""
+    return [(window - 1) / (committed[start + window - 1] - committed[start])
+            for start in range(0, len(committed) - window + 1, window)]
+
+
+def _cpu_per_job(samples, first, last):
+    """CPU ms per job of each process between the polls that saw ``first``
+    and ``last`` writes done (``samples``: (done, cpu seconds) per poll)."""
+    start = next(s for s in samples if s[0] >= first)
+    end = next(s for s in samples if s[0] >= last)
+    jobs = max(1, end[0] - start[0])
+    return {name: (end[1][name] - start[1][name]) * 1000 / jobs
+            for name in ("plone", "worker-tuned", "redis")}
+
+
 def scale(stack, client, sizes):
     """Drain ``scale_jobs`` queued jobs once: throughput of the first and the
-    last ``scale_window`` writes, and the tuned worker's memory growth."""
+    last ``scale_window`` writes (and of every window, with the CPU per job
+    of the first and last, to tell a slower pipeline from a busier machine),
+    and the tuned worker's memory growth."""
+    samples = []
     before = stack.worker_rss("tuned")
-    rate, effects = drain_rate(stack, client, "tuned", "post", sizes.scale_jobs,
-                               sizes.enqueue_batch)
+    rate, effects = drain_rate(
+        stack, client, "tuned", "post", sizes.scale_jobs, sizes.enqueue_batch,
+        on_poll=lambda done: samples.append((done, stack.cpu_seconds())),
+    )
     after = stack.worker_rss("tuned")
     committed = sorted(effects["committed"])
     window = sizes.scale_window
+    windows = _windows(committed, window)
     first = (window - 1) / (committed[window - 1] - committed[0])
     last = (window - 1) / (committed[-1] - committed[-window])
+    jobs = sizes.scale_jobs
     return [{"rate": rate, "first": first, "last": last, "last_over_first": last / first,
+             "windows": windows, "cpu_ms_first": _cpu_per_job(samples, 0, window),
+             "cpu_ms_last": _cpu_per_job(samples, jobs - window, jobs),
              "rss_before": before, "rss_after": after, "rss_growth": after - before}]

@@ -129,6 +129,23 @@ def cpu_lines(results):
     return lines
 
 
+def scale_lines(results):
+    """The drain of measurement 5 window by window, and the CPU per job of
+    its first and last window: the same CPU with fewer jobs/s is a busier
+    machine, more CPU per job a slower pipeline."""
+    rounds = results.get("scale") or []
+    if not rounds or "windows" not in rounds[0]:
+        return []
+    figures = rounds[0]
+
+    def cpu(which):
+        return ", ".join(f"{name} {ms:.2f}" for name, ms in figures[which].items())
+
+    return ["", "Drain (5), jobs/s of each window: "
+            + " ".join(f"{rate:.0f}" for rate in figures["windows"]),
+            f"  CPU per job, ms: first window {cpu('cpu_ms_first')}; last window {cpu('cpu_ms_last')}"]
+
+
 def table(summary, meta, results=None):
     """The text table that ``make bench`` prints."""
     lines = [
@@ -153,6 +170,7 @@ def table(summary, meta, results=None):
             f"{spread:>15} {row.unit:<6} {row.target:<15} {met}".rstrip()
         )
     lines.extend(cpu_lines(results or {}))
+    lines.extend(scale_lines(results or {}))
     targets = [f for f in summary.values() if f["met"] is not None]
     lines.append("")
     lines.append(f"targets met: {sum(f['met'] for f in targets)} of {len(targets)}")

@@ -66,6 +66,8 @@ ROWS = (
         "latency", "p50", "ms", MS, at_most=15),
     Row("latency_p99", 3, "latency enqueue -> committed write: p99",
         "latency", "p99", "ms", MS, at_most=60),
+    Row("latency_reached_p50", 3, "latency: of which until the write view runs, p50",
+        "latency", "reached_p50", "ms", MS),
     Row("save_sync", 4, "save of a 200 KB page, reindex in the request",
         "autosave", "sync", "ms", MS),
     Row("save_deferred", 4, "save of a 200 KB page, ReindexObject job",

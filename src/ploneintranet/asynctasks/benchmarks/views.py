@@ -28,11 +28,11 @@ _effects = {}
 _effects_lock = threading.Lock()
 
 
-def _record_effect(committed, run, enqueued_at):
+def _record_effect(committed, run, enqueued_at, started):
     if committed:
         now = time.time()
         with _effects_lock:
-            _effects.setdefault(run, []).append((now, now - enqueued_at))
+            _effects.setdefault(run, []).append((now, now - enqueued_at, started - enqueued_at))
 
 
 def _json(request, value):
@@ -60,9 +60,10 @@ class WriteView(ProtectedJobView):
     def run(self):
         IAnnotations(self.context)[COUNTER_KEY].change(1)
         form = self.request.form
-        enqueued_at = float(form.get("enqueued_at") or time.time())
+        started = time.time()
+        enqueued_at = float(form.get("enqueued_at") or started)
         transaction.get().addAfterCommitHook(
-            _record_effect, args=(form.get("run", ""), enqueued_at)
+            _record_effect, args=(form.get("run", ""), enqueued_at, started)
         )
         return "written"
 
@@ -125,13 +126,15 @@ class IndexedView(BrowserView):
 
 class EffectsView(BrowserView):
     """``@@bench-effects?run=...``: the writes of that run committed so far;
-    ``times=1`` adds when each committed and its latency since enqueueing."""
+    ``times=1`` adds when each committed, its latency since enqueueing and
+    how long after enqueueing the write view started (``reached``)."""
 
     def __call__(self):
         with _effects_lock:
             effects = list(_effects.get(self.request.form.get("run", ""), ()))
         result = {"count": len(effects)}
         if self.request.form.get("times"):
-            result["committed"] = [committed for committed, _ in effects]
-            result["latencies"] = [latency for _, latency in effects]
+            result["committed"] = [committed for committed, _, _ in effects]
+            result["latencies"] = [latency for _, latency, _ in effects]
+            result["reached"] = [reached for _, _, reached in effects]
         return _json(self.request, result)

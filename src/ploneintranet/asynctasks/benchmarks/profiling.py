@@ -64,10 +64,28 @@ def _function(frame):
     return f"{name} ({where.split(':')[0]})"
 
 
+#: The steps of our own code paths: (label, a function name on the stack).
+STEPS = (
+    ("@@bench-enqueue-cost (measurement 1)", "EnqueueCostView.run"),
+    ("@@bench-write (a job's work)", "WriteView.run"),
+    ("job created (AbstractPost.__init__)", "AbstractPost.__init__"),
+    ("job checked and queued (AbstractPost.__call__)", "AbstractPost.__call__"),
+    ("broker ping in the vote", "JobsOfTransaction.tpc_vote"),
+    ("sending after the commit (tpc_finish)", "JobsOfTransaction.tpc_finish"),
+    ("of which Celery's apply_async", "Task.apply_async"),
+    ("the worker's task (dispatch)", "JobTask.__call__"),
+    ("of which the HTTP POST (requests)", "Session.request"),
+    ("kombu's bookkeeping of unacked jobs", "QoS."),
+    ("receiving jobs from Redis", "_brpop_read"),
+    ("logging", "(logging/__init__.py"),
+)
+
+
 def summarize(path, top=10):
     """Lines saying where the samples of a raw py-spy profile went: own
-    time by package and by function."""
-    own, functions, total = Counter(), Counter(), 0
+    time by package and by function, and the share of the steps of
+    :data:`STEPS` (on the stack, so nested steps overlap)."""
+    own, functions, steps, total = Counter(), Counter(), Counter(), 0
     for line in Path(path).read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack:
@@ -77,11 +95,20 @@ def summarize(path, top=10):
         total += samples
         own[_package(frames[-1])] += samples
         functions[_function(frames[-1])] += samples
+        for label, function in STEPS:
+            if function in stack:
+                steps[label] += samples
     if not total:
         return [f"{path}: no samples"]
-    def shares(counter):
-        return ", ".join(f"{what} {100 * n / total:.0f}%" for what, n in counter.most_common(top))
 
-    return [f"{Path(path).name}: {total} samples with the GIL held",
-            f"  own time by package: {shares(own)}",
-            f"  own time by function: {shares(functions)}"]
+    def shares(counter, limit=top):
+        return ", ".join(f"{what} {100 * n / total:.0f}%" for what, n in counter.most_common(limit))
+
+    lines = [f"{Path(path).name}: {total} samples with the GIL held",
+             f"  own time by package: {shares(own)}",
+             f"  own time by function: {shares(functions)}"]
+    if steps:
+        ordered = Counter({label: steps[label] for label, _ in STEPS if steps[label]})
+        lines.append("  steps: " + ", ".join(
+            f"{label} {100 * n / total:.0f}%" for label, n in ordered.items()))
+    return lines

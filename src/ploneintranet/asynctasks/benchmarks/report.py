@@ -132,20 +132,20 @@ def cpu_lines(results):
 
 
 def scale_lines(results):
-    """The drain of measurement 5 window by window, and the CPU per job of
-    its first and last window: the same CPU with fewer jobs/s is a busier
+    """The drains of measurement 5 window by window, and the CPU per job of
+    their first and last window: the same CPU with fewer jobs/s is a busier
     machine, more CPU per job a slower pipeline."""
-    rounds = results.get("scale") or []
-    if not rounds or "windows" not in rounds[0]:
-        return []
-    figures = rounds[0]
-
-    def cpu(which):
-        return ", ".join(f"{name} {ms:.2f}" for name, ms in figures[which].items())
-
-    return ["", "Drain (5), jobs/s of each window: "
-            + " ".join(f"{rate:.0f}" for rate in figures["windows"]),
-            f"  CPU per job, ms: first window {cpu('cpu_ms_first')}; last window {cpu('cpu_ms_last')}"]
+    lines = []
+    for number, figures in enumerate(results.get("scale") or [], 1):
+        if not lines:
+            lines.append("")
+        cpu = {which: ", ".join(f"{name} {ms:.2f}" for name, ms in figures[which].items())
+               for which in ("cpu_ms_first", "cpu_ms_last")}
+        lines.append(f"Drain {number} (5), jobs/s of each window: "
+                     + " ".join(f"{rate:.0f}" for rate in figures["windows"]))
+        lines.append(f"  CPU per job, ms: first window {cpu['cpu_ms_first']}; "
+                     f"last window {cpu['cpu_ms_last']}")
+    return lines
 
 
 def table(summary, meta, results=None):

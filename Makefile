@@ -15,7 +15,7 @@ help:
 	@echo "make lint   ruff and check-manifest (part of make test)"
 	@echo "make dist-check  build sdist and wheel, install the wheel into a new venv and import it"
 	@echo "make docs   build the Sphinx documentation into docs/_build/html (warnings are errors)"
-	@echo "make bench  benchmark real processes (about 10 minutes): prints the table of targets,"
+	@echo "make bench  benchmark real processes (about 15 minutes): prints the table of targets,"
 	@echo "            writes var/bench.json (docs/benchmarks.rst); BENCH_ARGS=--smoke for a quick run"
 	@echo "make bench-push  one push server holding 1,000 sockets: publish-to-delivery latency (docs/push.rst)"
 	@echo "make buildout-check  run buildout.cfg in build/buildout (10-11 minutes from scratch, about 1 with"

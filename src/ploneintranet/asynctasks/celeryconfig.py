@@ -22,6 +22,8 @@ variable                          default                                 meanin
 ``ASYNC_VISIBILITY_TIMEOUT``      ``3600``                                seconds before Redis redelivers a job
                                                                           that a worker took but did not finish
 ``ASYNC_RESULT_EXPIRES``          ``3600``                                seconds task results are kept
+``ASYNC_SWEEP_INTERVAL``          ``10``                                  seconds between two looks for jobs a
+                                                                          killed worker lost (:mod:`.ledger`)
 ``ASYNC_ALLOWED_ORIGINS``         (none: any http(s) origin)              comma-separated origins the worker may
                                                                           send jobs to, e.g. ``https://example.com``
 ``ASYNC_MAX_JOB_BYTES``           ``1000000``                             largest job, as JSON, Plone will enqueue
@@ -133,6 +135,8 @@ ASYNC_READ_TIMEOUT = _env_number("ASYNC_READ_TIMEOUT", 300.0)
 ASYNC_MAX_RETRIES = _env_number("ASYNC_MAX_RETRIES", 6, int)
 ASYNC_RETRY_BACKOFF_MAX = _env_number("ASYNC_RETRY_BACKOFF_MAX", 600, int)
 ASYNC_MAX_JOB_BYTES = _env_number("ASYNC_MAX_JOB_BYTES", 1_000_000, int)
+# A job lost by a killed worker is sent again after two to three of these.
+ASYNC_SWEEP_INTERVAL = _env_number("ASYNC_SWEEP_INTERVAL", 10.0) or 10.0
 # Plone only sends jobs to its own origin; this is the worker's second check.
 ASYNC_ALLOWED_ORIGINS = [
     value.strip().rstrip("/").lower()

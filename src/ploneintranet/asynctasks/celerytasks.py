@@ -13,8 +13,13 @@ timeout, conflict) is retried with exponential backoff and jitter, a refusal
 
 from celery import Celery
 from celery import Task
+from celery import bootsteps
+from celery import signals
+from celery import states
+from celery.utils import uuid
 import logging
 from ploneintranet.asynctasks import celeryconfig
+from ploneintranet.asynctasks import ledger
 from ploneintranet.asynctasks.core import DispatchError
 from ploneintranet.asynctasks.core import JobRefused
 from ploneintranet.asynctasks.core import dispatch
@@ -46,14 +51,67 @@ logging.getLogger("celery.worker.consumer.consumer").addFilter(HideMessageConten
 
 
 class JobTask(Task):
-    """Base of tasks that send a job: skips a debounced job that a later one
-    for the same target replaced."""
+    """Base of tasks that send a job: each job is in the
+    :mod:`~ploneintranet.asynctasks.ledger` from when it is sent until it is
+    finished; a debounced job that a later one for the same target replaced
+    is skipped."""
+
+    def apply_async(self, args=None, kwargs=None, task_id=None, **options):
+        if not ledger.is_recorded() and not self.app.conf.task_always_eager:
+            task_id = task_id or uuid()
+            ledger.record(self.app, [(self, args or (), dict(options, task_id=task_id))])
+        return super().apply_async(args, kwargs, task_id=task_id, **options)
 
     def __call__(self, url, data=None, headers=None, cookies=None):
         if superseded(self, url, data):
             logger.info("%s[%s] for %s: superseded by a later job", self.name, self.request.id, url)
             return "superseded"
         return super().__call__(url, data, headers, cookies)
+
+    def after_return(self, status, retval, task_id, args, kwargs, einfo):
+        # a retry is a new message of the same job: it stays in the ledger
+        if status != states.RETRY and not self.request.is_eager:
+            ledger.forget(self.app, task_id)
+
+
+@signals.task_revoked.connect
+def _forget_revoked_job(request=None, **kwargs):
+    """An expired or revoked job is finished too."""
+    task = getattr(request, "task", None)
+    if isinstance(task, JobTask):
+        ledger.forget(task.app, request.id)
+
+
+class LedgerSweep(bootsteps.StartStopStep):
+    """Every ``ASYNC_SWEEP_INTERVAL`` seconds, send again the jobs a killed
+    worker lost (:func:`ploneintranet.asynctasks.ledger.sweep`)."""
+
+    requires = {"celery.worker.components:Timer"}
+
+    def __init__(self, worker, **kwargs):
+        self.timer = None
+
+    def start(self, worker):
+        self.timer = worker.timer.call_repeatedly(
+            celeryconfig.ASYNC_SWEEP_INTERVAL, self.sweep, (worker,), priority=10
+        )
+
+    def sweep(self, worker):
+        try:
+            ledger.sweep(worker.app, worker.hostname)
+        except Exception as error:
+            logger.warning(
+                "could not look for lost jobs (%s: %s); trying again in %g s",
+                type(error).__name__, error, celeryconfig.ASYNC_SWEEP_INTERVAL,
+            )
+
+    def stop(self, worker):
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+app.steps["worker"].add(LedgerSweep)
 
 
 #: Options shared by every task that sends a job to Plone.

@@ -14,6 +14,7 @@ import logging
 import os
 from plone.protect.authenticator import createToken
 from ploneintranet.asynctasks import celeryconfig
+from ploneintranet.asynctasks.broker import redis_client
 from ploneintranet.asynctasks.errors import AsyncTaskError  # noqa: F401
 from ploneintranet.asynctasks.errors import AuthorizationError
 from ploneintranet.asynctasks.errors import DispatchError
@@ -21,7 +22,6 @@ from ploneintranet.asynctasks.errors import JobRefused
 from ploneintranet.asynctasks.interfaces import IAsyncTask
 from ploneintranet.asynctasks.jobqueue import AUTHENTICATOR_FIELD
 from ploneintranet.asynctasks.jobqueue import jobs_of_transaction
-from ploneintranet.asynctasks.jobqueue import redis_client
 from ploneintranet.asynctasks.urls import check_http_url
 from ploneintranet.asynctasks.urls import masked_url  # noqa: F401
 from ploneintranet.asynctasks.urls import origin
@@ -194,7 +194,7 @@ class AbstractPost:
         if immediate:
             return self.task.apply_async(args, **options)
         if self.debounce:
-            redis_client(self.task.app)  # debounce needs Redis: say so now
+            redis_client(self.task.app, needed_for="debounce")  # say so now
         return jobs_of_transaction().add(
             self.task, args, options, self.userid, self.debounce
         )

@@ -6,14 +6,17 @@ manager. In the two-phase commit it checks, while the transaction can still
 be aborted, that the broker answers; if not, the whole transaction fails with
 :class:`~ploneintranet.asynctasks.errors.AsyncTaskError`, so the user's save
 and its jobs are lost together and the user is told. After the commit it
-publishes the jobs on one broker connection.
+writes the jobs into the :mod:`~ploneintranet.asynctasks.ledger` and
+publishes them on one broker connection.
 """
 
 import json
 import logging
+from ploneintranet.asynctasks import ledger
+from ploneintranet.asynctasks.broker import is_redis
+from ploneintranet.asynctasks.broker import redis_client
 from ploneintranet.asynctasks.errors import AsyncTaskError
 from ploneintranet.asynctasks.urls import masked_url
-import redis
 import transaction
 from transaction.interfaces import ISavepointDataManager
 import uuid
@@ -32,28 +35,6 @@ def fingerprint(task_name, url, data):
     """What makes two jobs the same: task, url and data (without the token)."""
     data = {k: v for k, v in (data or {}).items() if k != AUTHENTICATOR_FIELD}
     return json.dumps([task_name, url, data], sort_keys=True)
-
-
-_redis_clients = {}
-
-
-def _is_redis(url):
-    return url.startswith(("redis://", "rediss://", "unix://"))
-
-
-def redis_client(app):
-    """A Redis client for the broker of ``app`` (broker checks, debounce)."""
-    url = app.conf.broker_url
-    if not _is_redis(url):
-        raise AsyncTaskError(
-            f"debounce needs a Redis broker, and the broker is {masked_url(url)}; "
-            "use Redis or drop debounce from the task class"
-        )
-    if url not in _redis_clients:
-        _redis_clients[url] = redis.Redis.from_url(
-            url, socket_timeout=5, socket_connect_timeout=5
-        )
-    return _redis_clients[url]
 
 
 def superseded(task, url, data):
@@ -126,8 +107,10 @@ class JobsOfTransaction:
                 for job in mine:
                     _send(None, *job)
                 continue
+            # Into the ledger first, so a job lost on its way is sent again.
+            ledger.record(app, [(task, args, options) for task, args, options, *_ in mine])
             # One pooled connection for all the jobs of the transaction.
-            with app.producer_or_acquire() as producer:
+            with ledger.recorded(), app.producer_or_acquire() as producer:
                 _send_together(producer, mine)
 
     def abort(self, txn):
@@ -182,7 +165,7 @@ def _send(producer, task, args, options, userid, debounce):
         if debounce:
             key = DEBOUNCE_PREFIX + fingerprint(task.name, args[0], args[1])
             ttl = int(debounce) + 3600
-            redis_client(task.app).set(key, options["task_id"], ex=ttl)
+            redis_client(task.app, needed_for="debounce").set(key, options["task_id"], ex=ttl)
         task.apply_async(args, producer=producer, **options)
         return True
     except Exception:
@@ -205,7 +188,7 @@ def _ping(app):
     Not through Celery's producer pool: a pooled connection may be stale, and
     a broken one must not be handed back to the pool.
     """
-    if _is_redis(app.conf.broker_url):
+    if is_redis(app.conf.broker_url):
         redis_client(app).ping()
     else:
         with app.connection_for_write() as connection:

@@ -223,14 +223,16 @@ class CeleryWorkerLayer(Layer):
     file; each worker started has its own). Settings suit tests: retries are
     fast (at most 2 s apart; Celery's full jitter makes a wait 1 s on average,
     so 30 retries outlast a 10 s outage, while 8 would not) and Redis hands out
-    again a job whose worker died after 10 s (``ASYNC_VISIBILITY_TIMEOUT``).
-    :meth:`kill_worker` and :meth:`start_worker` let a test replace it.
+    again a job whose worker died after 10 s (``ASYNC_VISIBILITY_TIMEOUT``);
+    the worker looks for jobs that vanished on their way every 2 s
+    (``ASYNC_SWEEP_INTERVAL``). :meth:`kill_worker` and :meth:`start_worker` let a test replace it.
     """
 
     defaultBases = (REDIS_SERVER_FIXTURE,)
     concurrency = 2
     environ = dict(
         ASYNC_MAX_RETRIES=30,
+        ASYNC_SWEEP_INTERVAL=2,
         ASYNC_RETRY_BACKOFF_MAX=2,
         ASYNC_CONNECT_TIMEOUT=2,
         ASYNC_READ_TIMEOUT=30,

@@ -33,20 +33,28 @@ def runs(context):
     return dict(IAnnotations(context).get(RUNS_KEY, {}))
 
 
-def enqueue_counted(context, request, key, url="@@test-count-run", **data):
-    """Enqueue a Post for ``key`` to ``url``; return its result."""
-    return tasks.Post(context, request)(url=url, data=dict(data, key=key))
+def enqueue_counted(context, request, key, url="@@test-count-run", options=None, **data):
+    """Enqueue a Post for ``key`` to ``url`` (with Celery ``options``);
+    return its result."""
+    return tasks.Post(context, request)(url=url, data=dict(data, key=key), **(options or {}))
 
 
 class EnqueueManyView(BrowserView):
     """``@@test-enqueue-many?count=n&prefix=p``: enqueue n counted jobs with
     keys ``p-0`` ... in this one request; they are sent when it commits.
-    ``url`` and ``failures`` go to ``@@test-conflicting-job`` instead.
-    Returns their task ids, one a line."""
+    ``url`` and ``failures`` go to ``@@test-conflicting-job`` instead;
+    ``queue`` and ``countdown`` are passed to Celery. Returns their task
+    ids, one a line."""
 
     def __call__(self):
         form = self.request.form
         extra = {"url": form["url"], "failures": form["failures"]} if "url" in form else {}
+        options = {}
+        if "queue" in form:
+            options["queue"] = form["queue"]
+        if "countdown" in form:
+            options["countdown"] = int(form["countdown"])
+        extra["options"] = options
         results = [
             enqueue_counted(self.context, self.request, f"{form['prefix']}-{index}", **extra)
             for index in range(int(form["count"]))

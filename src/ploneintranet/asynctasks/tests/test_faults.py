@@ -43,10 +43,12 @@ class FaultTestCase(PipelineTestCase):
     def runs(self):
         return fault_views.runs(self.fresh(self.doc))
 
-    def enqueue_many(self, count, prefix):
-        """Enqueue ``count`` counted jobs in one request; return their ids."""
+    def enqueue_many(self, count, prefix, **options):
+        """Enqueue ``count`` counted jobs in one request (with Celery
+        ``options`` ``queue`` or ``countdown``); return their ids."""
         response = self.get(
-            f"{self.doc_url}/@@test-enqueue-many?count={count}&prefix={prefix}",
+            f"{self.doc_url}/@@test-enqueue-many",
+            params=dict(options, count=count, prefix=prefix),
             auth=self.owner,
         )
         self.assertEqual(response.status_code, 200, response.text[:500])
@@ -105,6 +107,41 @@ class TestWorkerKilled(FaultTestCase):
 
     def succeeded(self, task_id):
         return f"{celerytasks.post.name}[{task_id}] succeeded" in self.celery_log()
+
+
+class TestLostOnTheWay(FaultTestCase):
+    """A worker killed between taking a job off its queue (``BRPOP``) and
+    recording it as taken (``unacked``) loses it; the ledger sends it again."""
+
+    def test_a_job_that_vanished_is_sent_again_and_only_that_one(self):
+        CELERY_WORKER_FIXTURE.kill_worker()  # nothing takes the jobs meanwhile
+        client = redis.Redis.from_url(self.layer["redis_url"], socket_timeout=5)
+        try:
+            self.enqueue_many(3, "lost")
+            (held,) = self.enqueue_many(1, "held", countdown=300)
+            (parked,) = self.enqueue_many(1, "parked", queue="parked")
+            # what a dying worker's BRPOP does: the message leaves the queue
+            # and is recorded nowhere
+            vanished = json.loads(client.rpop("high"))["headers"]["id"]
+        finally:
+            CELERY_WORKER_FIXTURE.start_worker()
+        keys = [f"lost-{index}" for index in range(3)]
+        try:
+            self.wait_for_runs(keys, 45, "the vanished job to be sent again")
+            resent = f"[{vanished}] for {self.doc_url}/@@test-count-run vanished from the queues"
+            self.assertIn(resent, self.celery_log())
+            # Two more sweeps (2 s apart): the job a worker holds for its
+            # countdown and the one in a queue no worker reads stay as they are.
+            time.sleep(6)
+            log = self.celery_log()
+            self.assertEqual(log.count("vanished from the queues"), 1, log[-3000:])
+            runs = self.runs()
+            self.assertEqual(runs, {key: 1 for key in keys})
+            self.assertEqual(client.llen("parked"), 1)
+        finally:
+            celerytasks.app.control.revoke(held)
+            client.delete("parked")
+            client.close()
 
 
 class TestPloneStopped(FaultTestCase):

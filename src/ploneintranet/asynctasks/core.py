@@ -177,14 +177,17 @@ class AbstractPost:
         job_headers = dict(self.headers, **(headers or {}))
         job_cookies = dict(self.cookies, **(cookies or {}))
         args = (url, job_data, job_headers, job_cookies)
-        for name, value in zip(("url", "data", "headers", "cookies"), args, strict=True):
-            ensure_json(name, value)
+        try:
+            size = len(json.dumps(args))
+        except (TypeError, ValueError, RecursionError):
+            for name, value in zip(("url", "data", "headers", "cookies"), args, strict=True):
+                ensure_json(name, value)
+            raise
         problem = header_problem(job_headers, job_cookies)
         if problem:
             raise AsyncTaskError(
                 f"{problem}; pass such values to the job in data instead"
             )
-        size = len(json.dumps(args))
         if size > celeryconfig.ASYNC_MAX_JOB_BYTES:
             raise AsyncTaskError(
                 f"the job is {size} bytes of JSON, more than ASYNC_MAX_JOB_BYTES="

@@ -13,6 +13,7 @@ publishes them on one broker connection.
 import json
 import logging
 from ploneintranet.asynctasks import ledger
+from ploneintranet.asynctasks import publish
 from ploneintranet.asynctasks.broker import is_redis
 from ploneintranet.asynctasks.broker import redis_client
 from ploneintranet.asynctasks.errors import AsyncTaskError
@@ -107,8 +108,18 @@ class JobsOfTransaction:
                 for job in mine:
                     _send(None, *job)
                 continue
+            triples = [(task, args, options) for task, args, options, *_ in mine]
+            if publish.can_send(app, triples):
+                try:
+                    publish.send(app, triples, _debounce_keys(mine))
+                    continue
+                except Exception as error:
+                    logger.warning(
+                        "could not send %d job(s) in one round trip (%s: %s); "
+                        "sending them one by one", len(mine), type(error).__name__, error,
+                    )
             # Into the ledger first, so a job lost on its way is sent again.
-            ledger.record(app, [(task, args, options) for task, args, options, *_ in mine])
+            ledger.record(app, triples)
             # One pooled connection for all the jobs of the transaction.
             with ledger.recorded(), app.producer_or_acquire() as producer:
                 _send_together(producer, mine)
@@ -159,13 +170,26 @@ def _send_together(producer, jobs):
             _send(producer, *job)
 
 
+def _debounce_key(task, args, options, debounce):
+    """(key, task id, seconds): the debounced job that is the latest."""
+    key = DEBOUNCE_PREFIX + fingerprint(task.name, args[0], args[1])
+    return key, options["task_id"], int(debounce) + 3600
+
+
+def _debounce_keys(jobs):
+    return [
+        _debounce_key(task, args, options, debounce)
+        for task, args, options, _, debounce in jobs
+        if debounce
+    ]
+
+
 def _send(producer, task, args, options, userid, debounce):
     """Send one job; True if it was handed over, else log LOST JOB."""
     try:
         if debounce:
-            key = DEBOUNCE_PREFIX + fingerprint(task.name, args[0], args[1])
-            ttl = int(debounce) + 3600
-            redis_client(task.app, needed_for="debounce").set(key, options["task_id"], ex=ttl)
+            key, task_id, seconds = _debounce_key(task, args, options, debounce)
+            redis_client(task.app, needed_for="debounce").set(key, task_id, ex=seconds)
         task.apply_async(args, producer=producer, **options)
         return True
     except Exception:

@@ -125,16 +125,9 @@ def record(app, jobs):
     """
     if not jobs or not _keeps_ledger(app):
         return
-    now = time.time()
-    due = now + celeryconfig.ASYNC_SWEEP_INTERVAL
     try:
         pipe = redis_client(app).pipeline(transaction=False)
-        for task, args, options in jobs:
-            task_id = options["task_id"]
-            pipe.hset(JOBS, task_id, _entry(task, args, options, now))
-            pipe.zadd(DUE, {task_id: due})
-            if isinstance(options.get("queue"), str):
-                pipe.sadd(QUEUES, options["queue"])
+        add_to(pipe, jobs)
         pipe.execute()
     except Exception as error:
         logger.warning(
@@ -142,6 +135,24 @@ def record(app, jobs):
             "but would not be sent again if a worker lost them",
             len(jobs), type(error).__name__, error,
         )
+
+
+def add_to(pipe, jobs):
+    """Add the commands that write ``jobs`` into the ledger to the Redis
+    pipeline ``pipe``, for a caller that sends the jobs in the same round
+    trip."""
+    now = time.time()
+    due = now + celeryconfig.ASYNC_SWEEP_INTERVAL
+    entries = {}
+    queues = set()
+    for task, args, options in jobs:
+        entries[options["task_id"]] = _entry(task, args, options, now)
+        if isinstance(options.get("queue"), str):
+            queues.add(options["queue"])
+    pipe.hset(JOBS, mapping=entries)
+    pipe.zadd(DUE, dict.fromkeys(entries, due))
+    if queues:
+        pipe.sadd(QUEUES, *queues)
 
 
 class recorded:

@@ -25,7 +25,9 @@ from ploneintranet.asynctasks.broker import redis_client
 
 
 #: The ``apply_async`` options :func:`send` knows how to honour.
-OPTIONS = frozenset(("task_id", "argsrepr", "kwargsrepr", "countdown", "eta", "expires", "queue"))
+OPTIONS = frozenset(
+    ("task_id", "argsrepr", "kwargsrepr", "countdown", "eta", "expires", "queue", "ignore_result")
+)
 
 #: The task attributes that change a message; a task that sets one is sent
 #: by ``apply_async``.
@@ -69,7 +71,7 @@ def _message(app, task, args, options, routes):
         eta=options.get("eta"),
         expires=options.get("expires"),
         reply_to=app.thread_oid,
-        ignore_result=task.ignore_result,
+        ignore_result=options.get("ignore_result", task.ignore_result),
         argsrepr=options.get("argsrepr"),
         kwargsrepr=options.get("kwargsrepr", "{}"),
     )

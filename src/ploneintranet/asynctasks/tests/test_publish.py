@@ -49,6 +49,7 @@ class TestPublish(unittest.TestCase):
         cases = [
             ("high", {}),
             ("high", {"countdown": 5, "expires": 600}),
+            ("high", {"ignore_result": True}),
             ("parked", {"queue": "parked"}),
         ]
         for queue, options in cases:

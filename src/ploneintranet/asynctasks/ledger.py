@@ -51,6 +51,9 @@ SWEEPING = PREFIX + ":sweeping"
 MAX_RESENDS = 3
 #: Jobs one sweep looks at, oldest first.
 SWEEP_LIMIT = 1000
+#: A sweep reads queues up to this length (about 50 ms of Redis's time);
+#: while one is longer, it sends nothing again.
+LONGEST_QUEUE_READ = 50_000
 
 # kombu keeps a queue's messages of priority 3, 6, 9 in lists of their own.
 _PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
@@ -59,7 +62,8 @@ _local = threading.local()
 
 # Within Redis, atomically: which jobs due for a look are neither in a queue
 # nor taken by a worker, and were not on the previous sweep either.
-# KEYS: DUE, MISSING, unacked hash, queue lists...; ARGV: now, interval, limit
+# KEYS: DUE, MISSING, unacked hash, queue lists...;
+# ARGV: now, interval, limit, longest queue read
 _SWEEP = """
 local now, interval = tonumber(ARGV[1]), tonumber(ARGV[2])
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
@@ -71,13 +75,18 @@ local function look(message)
   if id and wanted[id] then present[id] = true end
 end
 for _, message in ipairs(redis.call('HVALS', KEYS[3])) do look(message) end
+local unsure = false
 for i = 4, #KEYS do
-  for _, message in ipairs(redis.call('LRANGE', KEYS[i], 0, -1)) do look(message) end
+  if redis.call('LLEN', KEYS[i]) > tonumber(ARGV[4]) then
+    unsure = true  -- too long to read now; look again when it is shorter
+  else
+    for _, message in ipairs(redis.call('LRANGE', KEYS[i], 0, -1)) do look(message) end
+  end
 end
 local lost = {}
 for _, id in ipairs(due) do
   redis.call('ZADD', KEYS[1], now + interval, id)
-  if present[id] then
+  if present[id] or unsure then
     redis.call('HDEL', KEYS[2], id)
   else
     local since = tonumber(redis.call('HGET', KEYS[2], id))
@@ -209,7 +218,9 @@ def sweep(app, hostname="worker"):
         return []
     unacked = (app.conf.broker_transport_options or {}).get("unacked_key", "unacked")
     keys = [DUE, MISSING, unacked] + _queue_keys(app, client)
-    lost = client.eval(_SWEEP, len(keys), *keys, time.time(), interval, SWEEP_LIMIT)
+    lost = client.eval(
+        _SWEEP, len(keys), *keys, time.time(), interval, SWEEP_LIMIT, LONGEST_QUEUE_READ
+    )
     resent = []
     for raw_id in lost:
         task_id = raw_id.decode()

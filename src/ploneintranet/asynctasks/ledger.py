@@ -4,16 +4,19 @@ Celery's Redis transport takes a message off its queue (``BRPOP``) and only
 then records it as taken (the ``unacked`` hash, from which Redis hands it out
 again after the visibility timeout). A worker killed between the two (SIGKILL,
 out of memory, a crash) loses that message: no queue, no ``unacked`` entry,
-no retry. The same gap exists while kombu hands a message back. Measured
-here: 6 of 20,000 jobs lost over 25 SIGKILLs of a busy worker.
+no retry. Measured here: 6 of 20,000 jobs lost over 25 SIGKILLs of a busy
+worker.
 
 So the sender writes each job into the ledger before publishing it (one
 round trip for all jobs of a transaction), and the worker crosses it out when
 the job is finished (succeeded, refused, failed for good, superseded or
 expired). A sweep in the worker (:class:`LedgerSweep`, every
 ``ASYNC_SWEEP_INTERVAL`` seconds, one worker at a time) looks, inside Redis
-and atomically, for the ledger's jobs in the queues and in ``unacked``. A job
-found in neither on two sweeps in a row is lost: it is sent again with its
+and atomically, for the ledger's jobs in ``unacked`` and in their queue. A
+queue is read only when needed: a job sent no earlier than the oldest message
+still waiting in its queue may be waiting behind it (queues are first in,
+first out); only a job older than that is looked for message by message. A
+job found nowhere on two sweeps in a row is lost: it is sent again with its
 task id. Jobs stay at-least-once (see :doc:`/reliability`); a job sent again
 more than :data:`MAX_RESENDS` times is logged as ``LOST JOB`` and dropped.
 
@@ -42,8 +45,8 @@ JOBS = PREFIX
 DUE = PREFIX + ":due"
 #: task id -> when a sweep first found the job missing
 MISSING = PREFIX + ":missing"
-#: names of the queues jobs were sent to by name (``queue=...``)
-QUEUES = PREFIX + ":queues"
+#: task id -> when it was sent and to which queue: ``"<time>\t<queue>"``
+SENT = PREFIX + ":sent"
 #: held by the worker that sweeps, for one interval
 SWEEPING = PREFIX + ":sweeping"
 
@@ -51,42 +54,96 @@ SWEEPING = PREFIX + ":sweeping"
 MAX_RESENDS = 3
 #: Jobs one sweep looks at, oldest first.
 SWEEP_LIMIT = 1000
-#: A sweep reads queues up to this length (about 50 ms of Redis's time);
-#: while one is longer, it sends nothing again.
-LONGEST_QUEUE_READ = 50_000
-
-# kombu keeps a queue's messages of priority 3, 6, 9 in lists of their own.
-_PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
+#: A sweep reads a queue message by message up to this length (10,000
+#: messages of a Plone job take Redis about 75 ms); while the queue of a
+#: missing job is longer, that job is not sent again.
+LONGEST_QUEUE_READ = 20_000
 
 _local = threading.local()
 
-# Within Redis, atomically: which jobs due for a look are neither in a queue
-# nor taken by a worker, and were not on the previous sweep either.
-# KEYS: DUE, MISSING, unacked hash, queue lists...;
-# ARGV: now, interval, limit, longest queue read
+# Within Redis, atomically: which jobs due for a look are neither taken by a
+# worker nor waiting in their queue, and were not on the previous sweep either.
+# KEYS: DUE, MISSING, SENT, JOBS, unacked; ARGV: now, interval, limit, longest
+# queue read. The queue lists are named by SENT (kombu keeps a queue's
+# messages of priority 3, 6 and 9 in lists of their own).
 _SWEEP = """
 local now, interval = tonumber(ARGV[1]), tonumber(ARGV[2])
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
 if #due == 0 then return {} end
-local wanted, present = {}, {}
-for _, id in ipairs(due) do wanted[id] = true end
-local function look(message)
-  local id = string.match(message, '"id": *"([^"]+)"')
-  if id and wanted[id] then present[id] = true end
+local function id_of(message)
+  return string.match(message, '"id": *"([^"]+)"')
 end
-for _, message in ipairs(redis.call('HVALS', KEYS[3])) do look(message) end
-local unsure = false
-for i = 4, #KEYS do
-  if redis.call('LLEN', KEYS[i]) > tonumber(ARGV[4]) then
-    unsure = true  -- too long to read now; look again when it is shorter
-  else
-    for _, message in ipairs(redis.call('LRANGE', KEYS[i], 0, -1)) do look(message) end
+local taken = {}
+for _, message in ipairs(redis.call('HVALS', KEYS[5])) do
+  local id = id_of(message)
+  if id then taken[id] = true end
+end
+local function lists(queue)
+  return {queue, queue .. '\6\0223', queue .. '\6\0226', queue .. '\6\0229'}
+end
+local function sent_of(id)
+  local sent = id and redis.call('HGET', KEYS[3], id)
+  if not sent then return nil, nil end
+  local time, queue = string.match(sent, '^([^\t]*)\t(.*)$')
+  return tonumber(time), queue
+end
+-- when the oldest message waiting in a queue was sent: false if the queue is
+-- empty, -1 if that is not known (a message the ledger does not hold)
+local oldest = {}
+local function oldest_of(queue)
+  if oldest[queue] == nil then
+    local found = false
+    for _, list in ipairs(lists(queue)) do
+      local message = redis.call('LINDEX', list, -1)
+      if message then
+        local time = sent_of(id_of(message))
+        if time == nil then found = -1
+        elseif found ~= -1 and (found == false or time < found) then found = time end
+      end
+    end
+    oldest[queue] = found
   end
+  return oldest[queue]
+end
+-- the ids waiting in a queue, read message by message; false if too long
+local waiting = {}
+local function waiting_in(queue)
+  if waiting[queue] == nil then
+    local ids, length = {}, 0
+    for _, list in ipairs(lists(queue)) do length = length + redis.call('LLEN', list) end
+    if length > tonumber(ARGV[4]) then
+      ids = false
+    else
+      for _, list in ipairs(lists(queue)) do
+        for _, message in ipairs(redis.call('LRANGE', list, 0, -1)) do
+          local id = id_of(message)
+          if id then ids[id] = true end
+        end
+      end
+    end
+    waiting[queue] = ids
+  end
+  return waiting[queue]
 end
 local lost = {}
 for _, id in ipairs(due) do
   redis.call('ZADD', KEYS[1], now + interval, id)
-  if present[id] or unsure then
+  local found = taken[id]
+  if not found then
+    local time, queue = sent_of(id)
+    if queue == nil then
+      found = true  -- finished meanwhile, or not ours to judge
+    else
+      local first = oldest_of(queue)
+      if first ~= false and first ~= -1 and first <= time then
+        found = true  -- maybe waiting behind the oldest message
+      elseif first ~= false then
+        local ids = waiting_in(queue)
+        found = (ids == false) or ids[id]
+      end
+    end
+  end
+  if found then
     redis.call('HDEL', KEYS[2], id)
   else
     local since = tonumber(redis.call('HGET', KEYS[2], id))
@@ -136,7 +193,7 @@ def record(app, jobs):
         return
     try:
         pipe = redis_client(app).pipeline(transaction=False)
-        add_to(pipe, jobs)
+        add_to(pipe, app, jobs)
         pipe.execute()
     except Exception as error:
         logger.warning(
@@ -146,22 +203,31 @@ def record(app, jobs):
         )
 
 
-def add_to(pipe, jobs):
+def add_to(pipe, app, jobs, routes=None):
     """Add the commands that write ``jobs`` into the ledger to the Redis
     pipeline ``pipe``, for a caller that sends the jobs in the same round
-    trip."""
+    trip. ``routes`` caches :func:`queue_of` across calls."""
     now = time.time()
     due = now + celeryconfig.ASYNC_SWEEP_INTERVAL
-    entries = {}
-    queues = set()
+    routes = {} if routes is None else routes
+    entries, sent = {}, {}
     for task, args, options in jobs:
-        entries[options["task_id"]] = _entry(task, args, options, now)
-        if isinstance(options.get("queue"), str):
-            queues.add(options["queue"])
+        task_id = options["task_id"]
+        entries[task_id] = _entry(task, args, options, now)
+        sent[task_id] = f"{now!r}\t{queue_of(app, task, args, options, routes).name}"
     pipe.hset(JOBS, mapping=entries)
+    pipe.hset(SENT, mapping=sent)
     pipe.zadd(DUE, dict.fromkeys(entries, due))
-    if queues:
-        pipe.sadd(QUEUES, *queues)
+
+
+def queue_of(app, task, args, options, routes):
+    """The queue (a kombu ``Queue``) Celery's router gives a job; looked up
+    once per task and ``queue`` option, kept in the dict ``routes``."""
+    key = (task.name, options.get("queue"))
+    if key not in routes:
+        asked = {"queue": options["queue"]} if options.get("queue") else {}
+        routes[key] = app.amqp.router.route(asked, task.name, args, {}, task)["queue"]
+    return routes[key]
 
 
 class recorded:
@@ -187,7 +253,8 @@ def forget(app, task_id):
         return
     try:
         pipe = redis_client(app).pipeline(transaction=False)
-        pipe.hdel(JOBS, task_id).zrem(DUE, task_id).hdel(MISSING, task_id)
+        pipe.hdel(JOBS, task_id).hdel(SENT, task_id)
+        pipe.zrem(DUE, task_id).hdel(MISSING, task_id)
         pipe.execute()
     except Exception as error:
         # it would be sent again only if it also vanished from the queues
@@ -195,15 +262,6 @@ def forget(app, task_id):
             "could not cross job %s out of the ledger (%s: %s)",
             task_id, type(error).__name__, error,
         )
-
-
-def _queue_keys(app, client):
-    """The lists a job may wait in: the configured queues, and those that
-    jobs were sent to by name."""
-    names = {queue.name for queue in app.conf.task_queues or ()}
-    names.add(app.conf.task_default_queue)
-    names.update(name.decode() for name in client.smembers(QUEUES))
-    return [name + suffix for name in sorted(names) for suffix in _PRIORITY_SUFFIXES]
 
 
 def sweep(app, hostname="worker"):
@@ -217,7 +275,7 @@ def sweep(app, hostname="worker"):
     if not client.set(SWEEPING, hostname, nx=True, px=int(interval * 900)):
         return []
     unacked = (app.conf.broker_transport_options or {}).get("unacked_key", "unacked")
-    keys = [DUE, MISSING, unacked] + _queue_keys(app, client)
+    keys = [DUE, MISSING, SENT, JOBS, unacked]
     lost = client.eval(
         _SWEEP, len(keys), *keys, time.time(), interval, SWEEP_LIMIT, LONGEST_QUEUE_READ
     )
@@ -261,6 +319,9 @@ def _resend(app, client, task_id):
         "it): sent again (%d of %d)",
         job["task"], task_id, url, job["resends"], MAX_RESENDS,
     )
+    # the new message waits behind every other one
+    queue = queue_of(app, task, job["args"], options, {}).name
+    client.hset(SENT, task_id, f"{time.time()!r}\t{queue}")
     with recorded():
         task.apply_async(job["args"], task_id=task_id, **options)
     return True

@@ -51,20 +51,10 @@ def can_send(app, jobs):
     return True
 
 
-def _queue(app, task, args, options, routes):
-    """The queue Celery's router gives the job, looked up once per task and
-    queue option in one transaction."""
-    key = (task.name, options.get("queue"))
-    if key not in routes:
-        asked = {"queue": options["queue"]} if options.get("queue") else {}
-        routes[key] = app.amqp.router.route(asked, task.name, args, {}, task)["queue"]
-    return routes[key]
-
-
 def _message(app, task, args, options, routes):
     """The Redis list and the raw message of one job, as kombu writes them."""
     task_id = options["task_id"]
-    queue = _queue(app, task, args, options, routes)
+    queue = ledger.queue_of(app, task, args, options, routes)
     headers, properties, body, _ = app.amqp.create_task_message(
         task_id, task.name, args, {},
         countdown=options.get("countdown"),
@@ -105,7 +95,7 @@ def send(app, jobs, debounce_keys=()):
     routes = {}
     messages = [_message(app, task, args, options, routes) for task, args, options in jobs]
     pipe = redis_client(app).pipeline(transaction=False)
-    ledger.add_to(pipe, jobs)
+    ledger.add_to(pipe, app, jobs, routes)
     for key, task_id, seconds in debounce_keys:
         pipe.set(key, task_id, ex=seconds)
     by_queue = {}

@@ -90,19 +90,29 @@ def main(argv):
     if not password:
         raise SystemExit(f"create_site: {password_file} is empty")
 
+    build(zope_conf, password)
+    print("create_site: done")
+
+
+def build(zope_conf, password, then=None):
+    """In one transaction: set the admin password, make the site, and call
+    ``then(site)`` (with the site set as the current one) if given."""
     import transaction
+    from zope.component.hooks import setSite
 
     app = open_app(zope_conf)
     try:
         set_admin(app, password)
         ensure_site(app)
+        if then is not None:
+            setSite(app[SITE_ID])
+            then(app[SITE_ID])
         transaction.commit()
     except BaseException:
         transaction.abort()
         raise
     finally:
         app._p_jar.db().close()
-    print("create_site: done")
 
 
 if __name__ == "__main__":

@@ -85,22 +85,8 @@ def main(argv):
     password = Path(password_file).read_text(encoding="utf-8").strip()
     require_scripts()
     import create_site
-    import transaction
-    from zope.component.hooks import setSite
 
-    app = create_site.open_app(zope_conf)
-    try:
-        create_site.set_admin(app, password)
-        create_site.ensure_site(app)
-        site = app[SITE_ID]
-        setSite(site)
-        add_bench_content(site, password)
-        transaction.commit()
-    except BaseException:
-        transaction.abort()
-        raise
-    finally:
-        app._p_jar.db().close()
+    create_site.build(zope_conf, password, then=lambda site: add_bench_content(site, password))
     print("benchmark site: done")
 
 

@@ -48,28 +48,20 @@ ADMIN = "admin"
 REINDEX = celerytasks.reindex_object.name
 
 
-def _load_zopeconfig():
-    """Import scripts/zopeconfig.py of the checkout (scripts/ is no package)."""
-    path = ROOT / "scripts" / "zopeconfig.py"
+def _load_script(name):
+    """Import scripts/<name>.py of the checkout (scripts/ is no package)."""
+    path = ROOT / "scripts" / f"{name}.py"
     if not path.exists():
         raise RuntimeError(
             f"{path} is missing: the routing tests need a checkout of "
             "ploneintranet.asynctasks (scripts/ and etc/), not an installed copy"
         )
-    spec = importlib.util.spec_from_file_location("zopeconfig", path)
+    if str(path.parent) not in sys.path:
+        sys.path.append(str(path.parent))  # the scripts import each other
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def _haproxy():
-    found = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/sbin")
-    if found is None:
-        raise RuntimeError(
-            "haproxy is not installed, and the routing tests run one: run "
-            "'apt-get install haproxy' (as root), or 'make test', which installs it"
-        )
-    return found
 
 
 def _tail(path, lines=30):
@@ -101,8 +93,8 @@ class ZEORoutingLayer(Layer):
             raise
 
     def start_all(self):
-        zopeconfig = _load_zopeconfig()
-        haproxy = _haproxy()
+        zopeconfig = _load_script("zopeconfig")
+        haproxy = _load_script("preflight").require_haproxy()
         self.var = zopeconfig.make_directories(self.directory / "var")
         redis_url = self["redis_url"]
         env = dict(os.environ, BROKER_URL=redis_url, CELERY_RESULT_BACKEND=redis_url)

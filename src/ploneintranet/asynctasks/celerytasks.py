@@ -56,6 +56,9 @@ class JobTask(Task):
     finished; a debounced job that a later one for the same target replaced
     is skipped."""
 
+    #: Its jobs go into the ledger: :meth:`after_return` crosses them out.
+    ledgered = True
+
     def apply_async(self, args=None, kwargs=None, task_id=None, **options):
         if not ledger.is_recorded() and not self.app.conf.task_always_eager:
             task_id = task_id or uuid()
@@ -75,11 +78,11 @@ class JobTask(Task):
 
 
 @signals.task_revoked.connect
-def _forget_revoked_job(request=None, **kwargs):
-    """An expired or revoked job is finished too."""
-    task = getattr(request, "task", None)
-    if isinstance(task, JobTask):
-        ledger.forget(task.app, request.id)
+def _forget_revoked_job(sender=None, request=None, **kwargs):
+    """An expired or revoked job is finished too. ``sender`` is the task;
+    ``request`` its request context (not always a worker request)."""
+    if getattr(sender, "ledgered", False) and request is not None:
+        ledger.forget(sender.app, request.id)
 
 
 class LedgerSweep(bootsteps.StartStopStep):

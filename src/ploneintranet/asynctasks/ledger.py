@@ -206,18 +206,24 @@ def record(app, jobs):
 def add_to(pipe, app, jobs, routes=None):
     """Add the commands that write ``jobs`` into the ledger to the Redis
     pipeline ``pipe``, for a caller that sends the jobs in the same round
-    trip. ``routes`` caches :func:`queue_of` across calls."""
+    trip. Only jobs of tasks with a true ``ledgered`` attribute (those built
+    on :class:`~ploneintranet.asynctasks.celerytasks.JobTask`, which cross
+    their jobs out when finished) are written. ``routes`` caches
+    :func:`queue_of` across calls."""
     now = time.time()
     due = now + celeryconfig.ASYNC_SWEEP_INTERVAL
     routes = {} if routes is None else routes
     entries, sent = {}, {}
     for task, args, options in jobs:
+        if not getattr(task, "ledgered", False):
+            continue  # nothing would cross it out when it is finished
         task_id = options["task_id"]
         entries[task_id] = _entry(task, args, options, now)
         sent[task_id] = f"{now!r}\t{queue_of(app, task, args, options, routes).name}"
-    pipe.hset(JOBS, mapping=entries)
-    pipe.hset(SENT, mapping=sent)
-    pipe.zadd(DUE, dict.fromkeys(entries, due))
+    if entries:
+        pipe.hset(JOBS, mapping=entries)
+        pipe.hset(SENT, mapping=sent)
+        pipe.zadd(DUE, dict.fromkeys(entries, due))
 
 
 def queue_of(app, task, args, options, routes):
@@ -262,6 +268,15 @@ def forget(app, task_id):
             "could not cross job %s out of the ledger (%s: %s)",
             task_id, type(error).__name__, error,
         )
+
+
+def summary(app):
+    """``(jobs, missing)``: how many jobs are in the ledger (sent and not
+    finished), and how many of them a sweep found neither waiting nor taken."""
+    client = redis_client(app, needed_for="the ledger")
+    pipe = client.pipeline(transaction=False)
+    jobs, missing = pipe.hlen(JOBS).hlen(MISSING).execute()
+    return jobs, missing
 
 
 def sweep(app, hostname="worker"):

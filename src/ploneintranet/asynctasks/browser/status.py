@@ -8,8 +8,10 @@ from celery.exceptions import TimeoutError as CeleryTimeout
 import json
 from ploneintranet.asynctasks import celeryconfig
 from ploneintranet.asynctasks import celerytasks
+from ploneintranet.asynctasks import ledger
 from ploneintranet.asynctasks import tasks
 from ploneintranet.asynctasks.browser.views import CHECKSUM_KEY
+from ploneintranet.asynctasks.core import AsyncTaskError
 from ploneintranet.asynctasks.core import capture_credentials
 from ploneintranet.asynctasks.core import masked_url
 from Products.Five.browser import BrowserView
@@ -54,16 +56,17 @@ class AsyncStatusView(BrowserView):
         if checks[-1]["status"] == FAIL:
             return checks + [
                 _check(name, FAIL, "skipped: the broker is unreachable")
-                for name in ("worker", "task round trip", "http round trip")
+                for name in ("worker", "task round trip", "http round trip", "lost jobs")
             ]
         checks.append(self.check_worker())
         if checks[-1]["status"] == FAIL:
             return checks + [
                 _check(name, FAIL, "skipped: no worker answers")
-                for name in ("task round trip", "http round trip")
+                for name in ("task round trip", "http round trip", "lost jobs")
             ]
         checks.append(self.check_task_roundtrip())
         checks.append(self.check_http_roundtrip(credentials_ok=checks[0]["status"] == OK))
+        checks.append(self.check_lost_jobs())
         return checks
 
     def check_credentials(self):
@@ -170,6 +173,28 @@ class AsyncStatusView(BrowserView):
                 "was not stored; is the worker view reached on another site?",
             )
         return _check("http round trip", OK, f"POST {url} stored the checksum")
+
+
+    def check_lost_jobs(self):
+        try:
+            jobs, missing = ledger.summary(celerytasks.app)
+        except AsyncTaskError as error:
+            return _check(
+                "lost jobs", WARN,
+                f"{error}; without it, a job a killed worker loses is not sent again",
+            )
+        if missing:
+            return _check(
+                "lost jobs",
+                WARN,
+                f"{missing} of {jobs} job(s) in flight vanished from the queues and "
+                "will be sent again: a worker died while taking them; see the "
+                "worker log and Troubleshooting, 'vanished from the queues'",
+            )
+        return _check(
+            "lost jobs", OK,
+            f"none: {jobs} job(s) sent and not finished, each waiting or taken by a worker",
+        )
 
 
 def _check(name, status, message):

@@ -11,6 +11,7 @@ from celery.result import AsyncResult
 import json
 from plone.testing.zope import WSGI_SERVER_FIXTURE
 from ploneintranet.asynctasks import celerytasks
+from ploneintranet.asynctasks import ledger
 from ploneintranet.asynctasks.testing import CELERY_WORKER_FIXTURE
 from ploneintranet.asynctasks.testing import REDIS_SERVER_FIXTURE
 from ploneintranet.asynctasks.testing import wait_until
@@ -139,8 +140,11 @@ class TestLostOnTheWay(FaultTestCase):
             self.assertEqual(runs, {key: 1 for key in keys})
             self.assertEqual(client.llen("parked"), 1)
         finally:
+            # neither job is to run: out of the queues and out of the ledger
             celerytasks.app.control.revoke(held)
             client.delete("parked")
+            for task_id in held, parked:
+                ledger.forget(celerytasks.app, task_id)
             client.close()
 
 
@@ -228,3 +232,30 @@ class TestConflictError(FaultTestCase):
         self.assertEqual(fault_views.conflict_attempts[key], self.failures + 1)
         retries = self.celery_log().count(f"{celerytasks.post.name}[{task_id}] retry:")
         self.assertEqual(retries, 2, self.celery_log()[-3000:])
+
+
+class TestRevoked(FaultTestCase):
+    def test_a_revoked_job_leaves_the_ledger_and_is_not_sent_again(self):
+        task_id = f"revoked-{time.monotonic_ns()}"
+        celerytasks.app.control.revoke(task_id)
+        wait_until(
+            lambda: f"Tasks flagged as revoked: {task_id}" in self.celery_log(),
+            15, message="the worker to note the revoke",
+        )
+        celerytasks.post.apply_async(
+            (f"{self.doc_url}/@@test-count-run", {"key": "revoked"}, {}, {}), task_id=task_id
+        )
+        client = redis.Redis.from_url(self.layer["redis_url"], socket_timeout=5)
+        try:
+            self.assertTrue(client.hexists(ledger.JOBS, task_id))
+            wait_until(
+                lambda: not client.hexists(ledger.JOBS, task_id), 15,
+                message="the discarded job to leave the ledger",
+            )
+        finally:
+            client.close()
+        time.sleep(6)  # three sweeps
+        log = self.celery_log()
+        self.assertIn(f"Discarding revoked task: {celerytasks.post.name}[{task_id}]", log)
+        self.assertNotIn(f"[{task_id}] for", log)  # never sent again
+        self.assertNotIn("revoked", self.runs())

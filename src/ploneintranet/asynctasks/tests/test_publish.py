@@ -114,3 +114,11 @@ class TestPublish(unittest.TestCase):
             with self.subTest(options=options):
                 job = (celerytasks.post, ARGS, dict(options, task_id="other"))
                 self.assertFalse(publish.can_send(self.app, [job]))
+
+    def test_jobs_of_other_tasks_stay_out_of_the_ledger(self):
+        # celerytasks.add is no JobTask: nothing would cross its job out, and
+        # the sweep would send it again once it ran
+        publish.send(self.app, [(celerytasks.add, (2, 3), {"task_id": "plain"})])
+        self.assertEqual([m["headers"]["id"] for m in self.messages("celery")], ["plain"])
+        self.assertFalse(self.redis.hexists(ledger.JOBS, "plain"))
+        self.assertFalse(self.redis.hexists(ledger.SENT, "plain"))

@@ -1,13 +1,16 @@
 """``@@async-status`` proves the deployment works, for people and monitors."""
 
 from ploneintranet.asynctasks import celerytasks
+from ploneintranet.asynctasks import ledger
 from ploneintranet.asynctasks.browser.views import CHECKSUM_KEY
 from ploneintranet.asynctasks.testing import free_port
 from ploneintranet.asynctasks.tests.base import PipelineTestCase
+import redis
+import time
 from zope.annotation.interfaces import IAnnotations
 
 
-CHECKS = ["credentials", "broker", "worker", "task round trip", "http round trip"]
+CHECKS = ["credentials", "broker", "worker", "task round trip", "http round trip", "lost jobs"]
 
 
 class TestAsyncStatus(PipelineTestCase):
@@ -48,9 +51,27 @@ class TestAsyncStatus(PipelineTestCase):
         self.assertEqual(broker["status"], "FAIL")
         self.assertIn(closed, broker["message"])
         self.assertIn("BROKER_URL", broker["message"])
-        self.assertEqual([c["status"] for c in report["checks"][2:]], ["FAIL"] * 3)
+        self.assertEqual([c["status"] for c in report["checks"][2:]], ["FAIL"] * 4)
 
     def test_needs_manage_portal(self):
         member = self.add_user("member")
         response = self.get(f"{self.portal_url}/@@async-status?format=json", auth=member)
         self.assertIn(response.status_code, (302, 401, 403))
+
+    def test_a_job_being_sent_again_is_a_warning(self):
+        client = redis.Redis.from_url(self.layer["redis_url"], socket_timeout=5)
+        # what a sweep notes for a job found neither waiting nor taken
+        client.hset(ledger.JOBS, "vanished-job", "{}")
+        client.hset(ledger.MISSING, "vanished-job", time.time())
+        try:
+            response = self.get(f"{self.portal_url}/@@async-status?format=json", auth=self.owner)
+        finally:
+            client.hdel(ledger.JOBS, "vanished-job")
+            client.hdel(ledger.MISSING, "vanished-job")
+            client.close()
+        self.assertEqual(response.status_code, 503)
+        lost = response.json()["checks"][-1]
+        self.assertEqual(lost["name"], "lost jobs")
+        self.assertEqual(lost["status"], "WARN")
+        # the status view's own http round trip may still be in flight
+        self.assertRegex(lost["message"], r"^1 of \d+ job\(s\) in flight vanished")

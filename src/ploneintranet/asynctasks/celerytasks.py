@@ -60,7 +60,7 @@ class JobTask(Task):
     ledgered = True
 
     def apply_async(self, args=None, kwargs=None, task_id=None, **options):
-        if not ledger.is_recorded() and not self.app.conf.task_always_eager:
+        if not ledger.is_recorded():  # record() skips eager mode itself
             task_id = task_id or uuid()
             ledger.record(self.app, [(self, args or (), dict(options, task_id=task_id))])
         return super().apply_async(args, kwargs, task_id=task_id, **options)

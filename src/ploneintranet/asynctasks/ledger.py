@@ -24,6 +24,7 @@ The ledger holds the same arguments as the message itself (the job's
 credentials included), in the broker's Redis, for as long as the message.
 """
 
+from contextlib import contextmanager
 from datetime import datetime
 from datetime import timedelta
 from datetime import timezone
@@ -236,16 +237,16 @@ def queue_of(app, task, args, options, routes):
     return routes[key]
 
 
-class recorded:
+@contextmanager
+def recorded():
     """Context manager: the jobs published inside it are in the ledger
     already, so :meth:`JobTask.apply_async` does not write them again."""
-
-    def __enter__(self):
-        _local.recorded = True
-        return self
-
-    def __exit__(self, *exc):
-        _local.recorded = False
+    outer = is_recorded()
+    _local.recorded = True
+    try:
+        yield
+    finally:
+        _local.recorded = outer
 
 
 def is_recorded():

@@ -24,8 +24,17 @@ variable                          default                                 meanin
 ``ASYNC_RESULT_EXPIRES``          ``3600``                                seconds task results are kept
 ``ASYNC_SWEEP_INTERVAL``          ``10``                                  seconds between two looks for jobs a
                                                                           killed worker lost (:mod:`.ledger`)
-``ASYNC_ALLOWED_ORIGINS``         (none: any http(s) origin)              comma-separated origins the worker may
-                                                                          send jobs to, e.g. ``https://example.com``
+``ASYNC_ALLOWED_ORIGINS``         this machine: loopback and the host's   comma-separated origins jobs may be sent
+                                  own name (Plone: on its own port)       to, e.g. ``https://example.com``; Plone
+                                                                          and the worker both refuse any other
+``ASYNC_CREDENTIALS``             ``token``                               what a job carries to act as its user:
+                                                                          ``token`` (signed, for one url, expires)
+                                                                          or ``forward`` (the user's own cookie or
+                                                                          Authorization header, as the seed did)
+``ASYNC_TOKEN_LIFETIME``          ``21600``                               seconds a job's token is valid (6 hours)
+``ASYNC_PREVIEW_TIMEOUT``         ``20``                                  seconds a conversion for a preview may
+                                                                          take; then the file gets no preview
+``ASYNC_PREVIEW_MEMORY_MB``       ``1024``                                memory (address space) of a conversion
 ``ASYNC_MAX_JOB_BYTES``           ``1000000``                             largest job, as JSON, Plone will enqueue
 ``ASYNC_TASK_ROUTES``             ``reindex_object`` and ``post`` on      comma-separated ``task=queue`` pairs; the
                                   ``high`` (see below)                    task may be a glob such as ``my.addon.*``
@@ -40,6 +49,13 @@ variable                          default                                 meanin
 ``ASYNC_PUSH_CHANNEL_PREFIX``     ``ploneintranet.asynctasks:push:``      Redis pub/sub channel of a user: this
                                                                           prefix and the user id
 ``ASYNC_PUSH_REDIS_URL``          the broker url                          Redis of the push channels
+``ASYNC_PUSH_MAX_MESSAGE_BYTES``  ``4096``                                largest frame a browser may send; larger
+                                                                          ones close the socket
+``ASYNC_PUSH_MAX_SOCKETS_PER_USER`` ``20``                                open sockets of one user; more are refused
+``ASYNC_PUSH_UPGRADE_TIMEOUT``    ``10``                                  seconds a client has to send its request
+                                                                          and finish the websocket upgrade
+``ASYNC_PUSH_IDLE_TIMEOUT``       ``90``                                  seconds without an answer to a ping
+                                                                          before a socket is closed
 ================================  ======================================  ===========================================
 
 ``ASYNC_ENABLED=false`` is for development without a worker: Celery runs each
@@ -137,12 +153,21 @@ ASYNC_RETRY_BACKOFF_MAX = _env_number("ASYNC_RETRY_BACKOFF_MAX", 600, int)
 ASYNC_MAX_JOB_BYTES = _env_number("ASYNC_MAX_JOB_BYTES", 1_000_000, int)
 # A job lost by a killed worker is sent again after two to three of these.
 ASYNC_SWEEP_INTERVAL = _env_number("ASYNC_SWEEP_INTERVAL", 10.0) or 10.0
-# Plone only sends jobs to its own origin; this is the worker's second check.
+# Where jobs (and so credentials) may go; empty: this machine only (urls.py).
 ASYNC_ALLOWED_ORIGINS = [
     value.strip().rstrip("/").lower()
     for value in os.environ.get("ASYNC_ALLOWED_ORIGINS", "").split(",")
     if value.strip()
 ]
+ASYNC_CREDENTIALS = (os.environ.get("ASYNC_CREDENTIALS") or "token").strip().lower()
+if ASYNC_CREDENTIALS not in ("token", "forward"):
+    raise ValueError(
+        f"environment variable ASYNC_CREDENTIALS={ASYNC_CREDENTIALS!r} is not "
+        "token or forward: use token (recommended) or forward"
+    )
+ASYNC_TOKEN_LIFETIME = _env_number("ASYNC_TOKEN_LIFETIME", 21600, int)
+ASYNC_PREVIEW_TIMEOUT = _env_number("ASYNC_PREVIEW_TIMEOUT", 20.0)
+ASYNC_PREVIEW_MEMORY_MB = _env_number("ASYNC_PREVIEW_MEMORY_MB", 1024, int)
 
 #: Celery's queue for the tasks that no route names.
 DEFAULT_QUEUE = "celery"
@@ -173,6 +198,10 @@ ASYNC_PUSH_PUBLIC_URL = os.environ.get("ASYNC_PUSH_PUBLIC_URL", "").strip()
 ASYNC_PUSH_CHANNEL_PREFIX = (
     os.environ.get("ASYNC_PUSH_CHANNEL_PREFIX") or "ploneintranet.asynctasks:push:"
 )
+ASYNC_PUSH_MAX_MESSAGE_BYTES = _env_number("ASYNC_PUSH_MAX_MESSAGE_BYTES", 4096, int)
+ASYNC_PUSH_MAX_SOCKETS_PER_USER = _env_number("ASYNC_PUSH_MAX_SOCKETS_PER_USER", 20, int)
+ASYNC_PUSH_UPGRADE_TIMEOUT = _env_number("ASYNC_PUSH_UPGRADE_TIMEOUT", 10.0)
+ASYNC_PUSH_IDLE_TIMEOUT = _env_number("ASYNC_PUSH_IDLE_TIMEOUT", 90.0)
 
 # --- Celery settings ---------------------------------------------------------
 

@@ -6,14 +6,17 @@ Build your own jobs on these two; neither imports
 """
 
 from AccessControl import getSecurityManager
+from Acquisition import aq_base
 from datetime import datetime
 from datetime import timezone
 from http.cookiejar import DefaultCookiePolicy
 import json
 import logging
 import os
+from plone.keyring.interfaces import IKeyManager
 from plone.protect.authenticator import createToken
 from ploneintranet.asynctasks import celeryconfig
+from ploneintranet.asynctasks import jobtoken
 from ploneintranet.asynctasks.broker import redis_client
 from ploneintranet.asynctasks.errors import AsyncTaskError  # noqa: F401
 from ploneintranet.asynctasks.errors import AuthorizationError
@@ -22,14 +25,17 @@ from ploneintranet.asynctasks.errors import JobRefused
 from ploneintranet.asynctasks.interfaces import IAsyncTask
 from ploneintranet.asynctasks.jobqueue import AUTHENTICATOR_FIELD
 from ploneintranet.asynctasks.jobqueue import jobs_of_transaction
+from ploneintranet.asynctasks.urls import allowed_description
 from ploneintranet.asynctasks.urls import check_http_url
+from ploneintranet.asynctasks.urls import is_allowed
 from ploneintranet.asynctasks.urls import masked_url  # noqa: F401
-from ploneintranet.asynctasks.urls import origin
 from ploneintranet.asynctasks.urls import resolve_url
 import re
 import requests
 import time
 from urllib.parse import quote
+from zope.component import getUtility
+from zope.component.hooks import getSite
 from zope.globalrequest import getRequest
 from zope.interface import implementer
 
@@ -154,15 +160,20 @@ class AbstractPost:
                 "there is no request to take the user's credentials from; "
                 "pass the request: Post(context, request)"
             )
-        self.cookies, self.headers = capture_credentials(self.request)
         self.userid = _current_userid()
-        if self.userid is not None and not (self.cookies or self.headers):
-            raise AsyncTaskError(
-                f"user {self.userid} is logged in, but neither the {AUTH_COOKIE} "
-                "cookie nor an Authorization header is in the request, so a "
-                "job could not act as them; log in through Plone's login form "
-                "or with HTTP Basic / Bearer authentication"
-            )
+        if celeryconfig.ASYNC_CREDENTIALS == "forward":
+            self.cookies, self.headers = capture_credentials(self.request)
+            if self.userid is not None and not (self.cookies or self.headers):
+                raise AsyncTaskError(
+                    f"user {self.userid} is logged in, but neither the {AUTH_COOKIE} "
+                    "cookie nor an Authorization header is in the request, so a "
+                    "job could not act as them; log in through Plone's login form "
+                    "or with HTTP Basic / Bearer authentication"
+                )
+        else:  # a job token, signed per job in __call__
+            self.cookies, self.headers = {}, {}
+            if self.userid is not None:
+                _check_token_plugin(self.userid)
         self.headers[TASK_NAME_HEADER] = self.task.name
         # Quoted: a header value is Latin-1, a user id may be any text.
         self.headers[USER_HEADER] = quote(self.userid or "Anonymous User", safe=" @.+-_")
@@ -171,10 +182,15 @@ class AbstractPost:
     def __call__(self, url=None, data=None, headers=None, cookies=None, **options):
         """Enqueue the job; see :meth:`IAsyncTask.__call__`."""
         immediate = options.pop("immediate", False)
-        _check_delay(options)
-        url = resolve_url(self.context, url or self.url)
+        delay = _check_delay(options)
+        own_port = getattr(self.request, "environ", {}).get("SERVER_PORT")
+        url = resolve_url(self.context, url or self.url, own_port)
         job_data = dict(self.data, **(data or {}))
         job_headers = dict(self.headers, **(headers or {}))
+        if self.userid is not None and celeryconfig.ASYNC_CREDENTIALS == "token":
+            expires = time.time() + delay + celeryconfig.ASYNC_TOKEN_LIFETIME
+            secret = getUtility(IKeyManager).secret(jobtoken.RING)
+            job_headers[jobtoken.TOKEN_HEADER] = jobtoken.sign(secret, self.userid, url, expires)
         job_cookies = dict(self.cookies, **(cookies or {}))
         args = (url, job_data, job_headers, job_cookies)
         try:
@@ -203,8 +219,21 @@ class AbstractPost:
         )
 
 
+def _check_token_plugin(userid):
+    site = getSite()
+    if getattr(aq_base(getattr(site, "acl_users", None)), jobtoken.PLUGIN_ID, None) is None:
+        raise AsyncTaskError(
+            f"the job token plugin ({jobtoken.PLUGIN_ID}) is not in this site's "
+            f"acl_users, so a job could not act as {userid}: run the upgrade "
+            "steps of ploneintranet.asynctasks in Site Setup > Add-ons (or set "
+            "ASYNC_CREDENTIALS=forward to send the user's own login, as "
+            "ploneintranet.async did)"
+        )
+
+
 def _check_delay(options):
-    """Refuse a delay Redis would answer with a second delivery."""
+    """Refuse a delay Redis would answer with a second delivery; return the
+    delay in seconds."""
     visibility = celeryconfig.broker_transport_options["visibility_timeout"]
     delay = options.get("countdown") or 0
     eta = options.get("eta")
@@ -218,6 +247,7 @@ def _check_delay(options):
             f"Redis hands unfinished jobs out again after {visibility} s; "
             "raise ASYNC_VISIBILITY_TIMEOUT above the longest delay you need"
         )
+    return delay
 
 
 def _current_userid():
@@ -286,9 +316,11 @@ def dispatch(url, data=None, headers=None, cookies=None):
     :raises AuthorizationError: Plone did not accept the user (401, 403, a
         redirect to or a page of the login form, "Insufficient Privileges").
     :raises JobRefused: any other 4xx answer, or (checked before anything
-        is sent) a url that is not plain http(s) or whose origin is not in
-        ``ASYNC_ALLOWED_ORIGINS``, or a header or cookie that could smuggle
-        in another (see :func:`header_problem`).
+        is sent) a url that is not plain http(s) or whose origin is not
+        allowed (:func:`~ploneintranet.asynctasks.urls.is_allowed`), or a
+        header or cookie that could smuggle in another (see
+        :func:`header_problem`). An expired job token is an
+        :class:`AuthorizationError`, raised before anything is sent.
 
     Redirects are not followed. Credential values are never logged.
     """
@@ -298,12 +330,19 @@ def dispatch(url, data=None, headers=None, cookies=None):
         raise JobRefused(f"not sending a job to {url}: {problem}")
     headers = _as_text(headers)
     user = headers.get(USER_HEADER, "unknown user")
-    allowed = celeryconfig.ASYNC_ALLOWED_ORIGINS
-    if allowed and origin(url) not in allowed:
+    if not is_allowed(url):
         raise JobRefused(
-            f"not sending a job as {user} to {url}: its origin is not in "
-            f"ASYNC_ALLOWED_ORIGINS ({', '.join(allowed)}); add the portal's "
-            "(internal) origin there if this is your site"
+            f"not sending a job as {user} to {url}: its origin is not allowed "
+            f"({allowed_description()}); add the portal's (internal) origin to "
+            "ASYNC_ALLOWED_ORIGINS if this is your site"
+        )
+    token = jobtoken.read(headers.get(jobtoken.TOKEN_HEADER, ""))
+    if token is not None and token[2] < time.time():
+        raise AuthorizationError(
+            f"not sending a job as {user} to {url}: its token expired "
+            f"{time.time() - token[2]:.0f} s ago, so Plone would refuse it; it "
+            "waited longer than ASYNC_TOKEN_LIFETIME="
+            f"{celeryconfig.ASYNC_TOKEN_LIFETIME} s: raise that setting if jobs wait so long"
         )
     started = time.monotonic()
     try:

@@ -6,9 +6,19 @@ function here that takes the ``portal_setup`` tool, and register it in
 Site administrators then run it from the Add-ons control panel.
 """
 
+from plone.api import portal
+from ploneintranet.asynctasks import pas
+
+
 PROFILE = "profile-ploneintranet.asynctasks:default"
 
 
 def import_registry(setup_tool):
     """1000 -> 1001: add the ``portal_url_replacement_mapping`` record."""
     setup_tool.runImportStepFromProfile(PROFILE, "plone.app.registry")
+
+
+def install_job_token_plugin(setup_tool):
+    """1001 -> 1002: add the job token PAS plugin (jobs stop carrying the
+    user's login cookie or Authorization header)."""
+    pas.install(portal.get().acl_users)

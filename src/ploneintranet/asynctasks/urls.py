@@ -1,13 +1,22 @@
 """Where a job may go: url resolution and the origin allowlist.
 
-A job carries the user's credentials, so it is only ever sent to the portal's
-own origin, or to the internal address the site administrator mapped it to
-in the registry record :data:`REPLACEMENT_MAPPING_RECORD`.
+A job carries the user's credentials, so the host it goes to never comes from
+the request alone: the request's url (its Host header, a virtual host path)
+must name an origin that jobs may go to (:func:`is_allowed`:
+``ASYNC_ALLOWED_ORIGINS``, or by default this machine on Plone's own port), or
+be mapped by the site administrator to an internal address in the registry
+record :data:`REPLACEMENT_MAPPING_RECORD`. The worker checks the same list
+again before it sends anything.
 """
 
+from functools import lru_cache
+import ipaddress
 from plone.registry.interfaces import IRegistry
+from ploneintranet.asynctasks import celeryconfig
 from ploneintranet.asynctasks.errors import AsyncTaskError
 from ploneintranet.asynctasks.errors import JobRefused
+import re
+import socket
 from urllib.parse import urlsplit
 from zope.component import queryUtility
 from zope.component.hooks import getSite
@@ -25,13 +34,62 @@ def origin(url):
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 
+# The password of "scheme://user:password@host", and a query parameter whose
+# name says it holds a secret ("?password=...", "&sentinel_password=...").
+_URL_PASSWORD = re.compile(r"(://[^/@;\s]*?:)[^/@;\s]*(@)")
+_QUERY_SECRET = re.compile(r"([?&][^=&;\s]*(?:pass|pwd|secret|token)[^=&;\s]*=)[^&;\s]*", re.I)
+
+
 def masked_url(url):
-    """``url`` with its password, if any, replaced by ``***``, for messages."""
+    """``url`` with every password replaced by ``***``, for messages and logs.
+
+    Masks the password of each url of a ``;``-separated list (kombu's
+    failover urls) and the value of every query parameter whose name holds
+    ``pass``, ``pwd``, ``secret`` or ``token``.
+    """
+    text = str(url or "")
+    return _QUERY_SECRET.sub(r"\1***", _URL_PASSWORD.sub(r"\1***\2", text))
+
+
+@lru_cache(maxsize=1)
+def _own_host_names():
+    names = {"localhost", socket.gethostname().lower()}
+    try:
+        names.add(socket.getfqdn().lower())
+    except OSError:
+        pass
+    return frozenset(names)
+
+
+def is_this_machine(host):
+    """True if ``host`` (a url's host name) is a loopback address or this
+    machine's own name."""
+    host = (host or "").lower().strip("[]")
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host in _own_host_names()
+
+
+def is_allowed(url, own_port=None):
+    """True if jobs may be sent to ``url``: its origin is in
+    ``ASYNC_ALLOWED_ORIGINS`` or, when that is empty, it is on this machine
+    (:func:`is_this_machine`), over http, on port ``own_port`` if given
+    (Plone passes the port it listens on)."""
+    if celeryconfig.ASYNC_ALLOWED_ORIGINS:
+        return origin(url) in celeryconfig.ASYNC_ALLOWED_ORIGINS
     parts = urlsplit(url)
-    if not parts.password:
-        return url
-    netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    if parts.scheme != "http" or not is_this_machine(parts.hostname):
+        return False
+    return own_port is None or (parts.port or 80) == int(own_port)
+
+
+def allowed_description(own_port=None):
+    """The origins :func:`is_allowed` accepts, in words, for messages."""
+    if celeryconfig.ASYNC_ALLOWED_ORIGINS:
+        return "ASYNC_ALLOWED_ORIGINS=" + ",".join(celeryconfig.ASYNC_ALLOWED_ORIGINS)
+    port = f" port {own_port}" if own_port else " any port"
+    return f"ASYNC_ALLOWED_ORIGINS is not set, so only this machine over http on{port}"
 
 
 def portal_url_replacement_mapping():
@@ -68,13 +126,16 @@ def check_http_url(url):
         raise JobRefused(f"url {masked_url(url)!r} carries a user name or password")
 
 
-def resolve_url(context, url):
+def resolve_url(context, url, own_port=None):
     """Turn the url of a job into the absolute url the worker will POST to.
 
     ``None`` is the context's url; ``x`` and ``/x`` are relative to the
     context's url; an absolute url is kept, but must be on the portal's
     origin. The result is then moved to the internal address given by
-    :data:`REPLACEMENT_MAPPING_RECORD`, if any.
+    :data:`REPLACEMENT_MAPPING_RECORD`, if any, and must be allowed by
+    :func:`is_allowed` (``own_port``: the port this Plone listens on).
+
+    :raises AsyncTaskError: saying which setting admits the url, if any.
     """
     base = context.absolute_url()
     try:
@@ -100,5 +161,15 @@ def resolve_url(context, url):
     for public, internal in portal_url_replacement_mapping().items():
         public = public.rstrip("/")
         if resolved == public or resolved.startswith(public + "/"):
-            return internal.rstrip("/") + resolved[len(public):]
+            resolved = internal.rstrip("/") + resolved[len(public):]
+            break
+    if not is_allowed(resolved, own_port):
+        raise AsyncTaskError(
+            f"jobs may not be sent to {origin(resolved)}, where this request "
+            f"says the site is (its Host header or virtual host path): "
+            f"{allowed_description(own_port)}. Jobs carry the user's "
+            "credentials. If it is an address of this site, add it to "
+            "ASYNC_ALLOWED_ORIGINS (for Plone and the worker), or map it to "
+            f"the internal url in the registry record {REPLACEMENT_MAPPING_RECORD}"
+        )
     return resolved

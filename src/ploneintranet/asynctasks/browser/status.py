@@ -2,12 +2,21 @@
 
 If the unit tests pass but this view does not, it is a deployment issue: the
 message of each check says where to look.
+
+A GET (a link, a bookmark, a monitor) runs only the checks that send nothing:
+credentials, broker, worker and lost jobs. The two round trips send jobs, so
+they run only for a POST that carries the Manager's plone.protect
+authenticator: the page's button, or a monitor that posts the
+``authenticator`` of the JSON answer back.
 """
 
 from celery.exceptions import TimeoutError as CeleryTimeout
 import json
+from plone.protect.authenticator import check as check_authenticator
+from plone.protect.authenticator import createToken
 from ploneintranet.asynctasks import celeryconfig
 from ploneintranet.asynctasks import celerytasks
+from ploneintranet.asynctasks import jobtoken
 from ploneintranet.asynctasks import ledger
 from ploneintranet.asynctasks import tasks
 from ploneintranet.asynctasks.browser.views import CHECKSUM_KEY
@@ -22,13 +31,18 @@ from zope.annotation.interfaces import IAnnotations
 
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
+#: A round trip that a GET does not run (it would send a job).
+NOT_RUN = "NOT RUN"
+ROUND_TRIPS = ("task round trip", "http round trip")
 
 
 class AsyncStatusView(BrowserView):
-    """Run every check; render HTML, or JSON with ``?format=json``.
+    """Run the checks; render HTML, or JSON with ``format=json``.
 
-    JSON: ``{"ok": bool, "checks": [{"name", "status", "message"}]}``,
-    answered with HTTP 200 when every check is OK and 503 otherwise.
+    JSON: ``{"ok": bool, "round_trips": bool, "authenticator": token,
+    "checks": [{"name", "status", "message"}]}``, answered with HTTP 200 when
+    every check that ran is OK and 503 otherwise. The round trips run only for
+    a POST with a valid ``_authenticator`` (403 for a forged one).
     """
 
     template = ViewPageTemplateFile("templates/status.pt")
@@ -39,19 +53,26 @@ class AsyncStatusView(BrowserView):
     roundtrip_timeout = 20.0
 
     def __call__(self):
-        self.checks = self.run_checks()
-        self.ok = all(check["status"] == OK for check in self.checks)
+        self.round_trips = self.request.method == "POST"
+        if self.round_trips:
+            check_authenticator(self.request)  # Forbidden unless the token is valid
+        self.checks = self.run_checks(self.round_trips)
+        self.ok = all(check["status"] in (OK, NOT_RUN) for check in self.checks)
+        response = self.request.response
+        response.setHeader("Cache-Control", "no-store")
         if self.request.form.get("format") == "json":
-            response = self.request.response
             response.setHeader("Content-Type", "application/json")
-            response.setHeader("Cache-Control", "no-store")
             response.setStatus(200 if self.ok else 503)
-            return json.dumps({"ok": self.ok, "checks": self.checks})
+            return json.dumps({
+                "ok": self.ok, "round_trips": self.round_trips,
+                "authenticator": createToken(), "checks": self.checks,
+            })
         return self.template()
 
-    def run_checks(self):
+    def run_checks(self, round_trips=True):
         """Return the checks, in order; later ones are skipped when the
-        broker or the workers are missing."""
+        broker or the workers are missing, the round trips unless
+        ``round_trips``."""
         checks = [self.check_credentials(), self.check_broker()]
         if checks[-1]["status"] == FAIL:
             return checks + [
@@ -64,12 +85,21 @@ class AsyncStatusView(BrowserView):
                 _check(name, FAIL, "skipped: no worker answers")
                 for name in ("task round trip", "http round trip", "lost jobs")
             ]
-        checks.append(self.check_task_roundtrip())
-        checks.append(self.check_http_roundtrip(credentials_ok=checks[0]["status"] == OK))
+        if round_trips:
+            checks.append(self.check_task_roundtrip())
+            checks.append(self.check_http_roundtrip(credentials_ok=checks[0]["status"] == OK))
+        else:
+            checks += [
+                _check(name, NOT_RUN, "sends a job: press Run the round trips "
+                       "(a POST with your authenticator)")
+                for name in ROUND_TRIPS
+            ]
         checks.append(self.check_lost_jobs())
         return checks
 
     def check_credentials(self):
+        if celeryconfig.ASYNC_CREDENTIALS == "token":
+            return self.check_job_token()
         cookies, headers = capture_credentials(self.request)
         found = sorted(cookies) + sorted(headers)
         if not found:
@@ -81,6 +111,20 @@ class AsyncStatusView(BrowserView):
                 "Plone's login form or with HTTP Basic / Bearer authentication",
             )
         return _check("credentials", OK, "found " + ", ".join(found))
+
+    def check_job_token(self):
+        if getattr(self.context.acl_users, jobtoken.PLUGIN_ID, None) is None:
+            return _check(
+                "credentials", FAIL,
+                f"the job token plugin ({jobtoken.PLUGIN_ID}) is not in acl_users, "
+                "so jobs cannot act as their users: run the upgrade steps of "
+                "ploneintranet.asynctasks in Site Setup > Add-ons",
+            )
+        return _check(
+            "credentials", OK,
+            "jobs carry a signed job token, valid for one url for "
+            f"{celeryconfig.ASYNC_TOKEN_LIFETIME} s, never your login",
+        )
 
     def check_broker(self):
         app = celerytasks.app

@@ -242,17 +242,23 @@ class TestRevoked(FaultTestCase):
             lambda: f"Tasks flagged as revoked: {task_id}" in self.celery_log(),
             15, message="the worker to note the revoke",
         )
+        # In a queue the worker does not consume yet: an idle worker would
+        # otherwise discard the job before the test sees it in the ledger.
+        queue = f"revoked-{time.monotonic_ns()}"
         celerytasks.post.apply_async(
-            (f"{self.doc_url}/@@test-count-run", {"key": "revoked"}, {}, {}), task_id=task_id
+            (f"{self.doc_url}/@@test-count-run", {"key": "revoked"}, {}, {}),
+            task_id=task_id, queue=queue,
         )
         client = redis.Redis.from_url(self.layer["redis_url"], socket_timeout=5)
         try:
             self.assertTrue(client.hexists(ledger.JOBS, task_id))
+            celerytasks.app.control.add_consumer(queue, reply=True, timeout=5)
             wait_until(
                 lambda: not client.hexists(ledger.JOBS, task_id), 15,
                 message="the discarded job to leave the ledger",
             )
         finally:
+            celerytasks.app.control.cancel_consumer(queue, reply=True, timeout=5)
             client.close()
         time.sleep(6)  # three sweeps
         log = self.celery_log()

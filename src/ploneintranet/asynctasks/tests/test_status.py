@@ -5,8 +5,10 @@ from ploneintranet.asynctasks import ledger
 from ploneintranet.asynctasks.browser.views import CHECKSUM_KEY
 from ploneintranet.asynctasks.testing import free_port
 from ploneintranet.asynctasks.tests.base import PipelineTestCase
+from ploneintranet.asynctasks.tests.test_views import authenticator_in
 import redis
 import time
+import transaction
 from zope.annotation.interfaces import IAnnotations
 
 
@@ -14,8 +16,24 @@ CHECKS = ["credentials", "broker", "worker", "task round trip", "http round trip
 
 
 class TestAsyncStatus(PipelineTestCase):
+    def status(self, method="GET", **form):
+        return getattr(self, method.lower())(
+            f"{self.portal_url}/@@async-status", auth=self.owner,
+            **({"params": form} if method == "GET" else {"data": form}),
+        )
+
+    def queued(self):
+        """Every job message in the broker's queues and the ledger."""
+        client = redis.Redis.from_url(self.layer["redis_url"], socket_timeout=5)
+        try:
+            return sum(client.llen(q) for q in ("celery", "high")) + client.hlen(ledger.JOBS)
+        finally:
+            client.close()
+
     def test_json_reports_every_check_ok(self):
-        response = self.get(f"{self.portal_url}/@@async-status?format=json", auth=self.owner)
+        report = self.status(format="json").json()
+        token = report["authenticator"]
+        response = self.status("POST", format="json", _authenticator=token)
         self.assertEqual(response.status_code, 200, response.text)
         self.assertEqual(response.headers["Content-Type"], "application/json")
         report = response.json()
@@ -24,14 +42,49 @@ class TestAsyncStatus(PipelineTestCase):
             [c["status"] for c in report["checks"]], ["OK"] * len(CHECKS), report
         )
         self.assertIs(report["ok"], True)
+        self.assertIs(report["round_trips"], True)
         self.assertIn(self.layer["redis_url"].rsplit("/", 1)[0], report["checks"][1]["message"])
         # the round trip really wrote through the worker view
         self.assertEqual(
             len(IAnnotations(self.fresh(self.portal)).get(CHECKSUM_KEY, "")), 32
         )
 
+    def test_a_get_sends_no_job(self):
+        """A link to the view (the page or its JSON) queues nothing: the round
+        trips carry the Manager's identity, so they need a POST."""
+        IAnnotations(self.portal).pop(CHECKSUM_KEY, None)
+        transaction.commit()
+        before = self.queued()
+        for form in ({}, {"format": "json"}):
+            response = self.status(**form)
+            self.assertEqual(response.status_code, 200, response.text)
+        report = response.json()
+        self.assertIs(report["ok"], True)
+        self.assertIs(report["round_trips"], False)
+        self.assertEqual(
+            [c["status"] for c in report["checks"]],
+            ["OK", "OK", "OK", "NOT RUN", "NOT RUN", "OK"], report,
+        )
+        self.assertEqual(self.queued(), before)
+        self.assertIsNone(IAnnotations(self.fresh(self.portal)).get(CHECKSUM_KEY))
+
+    def test_a_post_with_a_forged_authenticator_is_refused(self):
+        IAnnotations(self.portal).pop(CHECKSUM_KEY, None)
+        transaction.commit()
+        before = self.queued()
+        for form in ({}, {"_authenticator": "f" * 40}):
+            response = self.status("POST", format="json", **form)
+            self.assertEqual(response.status_code, 403, response.text[:300])
+        self.assertEqual(self.queued(), before)
+        self.assertIsNone(IAnnotations(self.fresh(self.portal)).get(CHECKSUM_KEY))
+
     def test_html_shows_every_check(self):
-        response = self.get(f"{self.portal_url}/@@async-status", auth=self.owner)
+        page = self.status()
+        self.assertEqual(page.status_code, 200)
+        self.assertIn("All checks OK so far", page.text)
+        self.assertEqual(page.text.count('class="async-check-status">NOT RUN<'), 2)
+        token = authenticator_in(page.text)
+        response = self.status("POST", _authenticator=token)
         self.assertEqual(response.status_code, 200)
         self.assertIn("All checks OK", response.text)
         self.assertEqual(response.text.count('class="async-check-status">OK<'), len(CHECKS))

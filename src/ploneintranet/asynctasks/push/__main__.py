@@ -9,6 +9,7 @@ import asyncio
 import logging
 from ploneintranet.asynctasks import celeryconfig
 from ploneintranet.asynctasks.push.server import Channels
+from ploneintranet.asynctasks.push.server import listen
 from ploneintranet.asynctasks.push.server import make_app
 from ploneintranet.asynctasks.urls import masked_url
 import signal
@@ -23,7 +24,7 @@ async def serve(port, address):
     app = make_app(
         channels, celeryconfig.ASYNC_PUSH_PLONE_URL, celeryconfig.ASYNC_PUSH_ALLOWED_ORIGINS
     )
-    server = app.listen(port, address, xheaders=False)
+    server = listen(app, port, address)
     delivering = asyncio.ensure_future(channels.run())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -6,10 +6,18 @@ configured Plone site (``ASYNC_PUSH_PLONE_URL``), which answers the user id or
 403. The user's channel is derived from that answer alone; the browser cannot
 choose it. Sockets of pages from other origins, and sockets Plone does not
 recognise, are refused with 403 before the websocket upgrade.
+
+The limits of :mod:`~ploneintranet.asynctasks.celeryconfig` bound what one
+client can hold: a request must arrive within ``ASYNC_PUSH_UPGRADE_TIMEOUT``
+seconds, a user may have ``ASYNC_PUSH_MAX_SOCKETS_PER_USER`` sockets (more get
+429), a frame above ``ASYNC_PUSH_MAX_MESSAGE_BYTES`` closes its socket (1009),
+and a socket that answers no ping for ``ASYNC_PUSH_IDLE_TIMEOUT`` seconds is
+closed.
 """
 
 import asyncio
 import logging
+from ploneintranet.asynctasks import celeryconfig
 from ploneintranet.asynctasks.push.messages import channel
 from ploneintranet.asynctasks.urls import origin
 import re
@@ -72,13 +80,18 @@ class Channels:
         self.lock = asyncio.Lock()
         self.subscribed = asyncio.Event()
 
-    async def add(self, name, socket):
+    async def add(self, name, socket, limit):
+        """Register ``socket`` under channel ``name``; return ``False``, and
+        register nothing, if ``name`` has ``limit`` sockets already."""
         async with self.lock:
+            if len(self.sockets.get(name, ())) >= limit:
+                return False
             if name not in self.sockets:
                 await self.pubsub.subscribe(name)
                 self.sockets[name] = set()
             self.sockets[name].add(socket)
         self.subscribed.set()
+        return True
 
     async def remove(self, name, socket):
         async with self.lock:
@@ -120,13 +133,13 @@ class PushSocket(websocket.WebSocketHandler):
     """A browser's socket: authenticated and subscribed before the upgrade,
     then receive-only."""
 
-    #: Seconds a subscribed socket may take to finish its upgrade.
-    upgrade_timeout = 30
-
-    def initialize(self, channels, authenticate, allowed_origins):
+    def initialize(self, channels, authenticate, allowed_origins, max_sockets, upgrade_timeout):
         self.channels = channels
         self.authenticate = authenticate
         self.allowed_origins = allowed_origins
+        self.max_sockets = max_sockets
+        #: Seconds a subscribed socket may take to finish its upgrade.
+        self.upgrade_timeout = upgrade_timeout
         self.userid = None
         self.channel = None
         self.opened = False
@@ -145,8 +158,14 @@ class PushSocket(websocket.WebSocketHandler):
             raise web.HTTPError(403, "not logged in to Plone")
         # Subscribed before the browser sees the socket open: nothing
         # published after that is missed.
-        self.channel = channel(self.userid)
-        await self.channels.add(self.channel, self)
+        name = channel(self.userid)
+        if not await self.channels.add(name, self, self.max_sockets):
+            logger.warning(
+                "refused a socket for %s: %d sockets open already "
+                "(ASYNC_PUSH_MAX_SOCKETS_PER_USER)", self.userid, self.max_sockets,
+            )
+            raise web.HTTPError(429, "too many sockets")
+        self.channel = name
         IOLoop.current().call_later(self.upgrade_timeout, self.forget_if_never_opened)
 
     def open(self):
@@ -180,13 +199,37 @@ class PushSocket(websocket.WebSocketHandler):
 def make_app(channels, plone_url, allowed_origins=None):
     """The Tornado application: the websocket at :data:`SOCKET_PATH`.
 
-    ``allowed_origins`` defaults to the origin of ``plone_url``.
+    ``allowed_origins`` defaults to the origin of ``plone_url``. The limits
+    are read from :mod:`~ploneintranet.asynctasks.celeryconfig` now.
     """
     origins = [value.rstrip("/").lower() for value in allowed_origins or [origin(plone_url)]]
     options = dict(
         channels=channels,
         authenticate=PloneAuthenticator(plone_url),
         allowed_origins=origins,
+        max_sockets=celeryconfig.ASYNC_PUSH_MAX_SOCKETS_PER_USER,
+        upgrade_timeout=celeryconfig.ASYNC_PUSH_UPGRADE_TIMEOUT,
     )
-    # pings find sockets whose browser went away without closing them
-    return web.Application([(SOCKET_PATH, PushSocket, options)], websocket_ping_interval=30)
+    # A ping every half idle timeout, answered within the other half: a
+    # silent socket is closed at most ASYNC_PUSH_IDLE_TIMEOUT after its last pong.
+    half_idle = celeryconfig.ASYNC_PUSH_IDLE_TIMEOUT / 2
+    return web.Application(
+        [(SOCKET_PATH, PushSocket, options)],
+        websocket_max_message_size=celeryconfig.ASYNC_PUSH_MAX_MESSAGE_BYTES,
+        websocket_ping_interval=half_idle,
+        websocket_ping_timeout=half_idle,
+    )
+
+
+def listen(app, port, address):
+    """Serve ``app`` on ``address:port``; return the ``HTTPServer``.
+
+    A client that has not sent its whole request within
+    ``ASYNC_PUSH_UPGRADE_TIMEOUT`` seconds is disconnected, and a request
+    with a body is refused: a websocket upgrade has none.
+    """
+    timeout = celeryconfig.ASYNC_PUSH_UPGRADE_TIMEOUT
+    return app.listen(
+        port, address, xheaders=False,
+        idle_connection_timeout=timeout, body_timeout=timeout, max_body_size=0,
+    )

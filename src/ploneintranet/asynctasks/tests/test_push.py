@@ -1,11 +1,13 @@
-"""The push server: only sockets Plone recognises open, and each user
-receives only the messages addressed to them."""
+"""The push server: only sockets Plone recognises open, each user receives
+only the messages addressed to them, and no client holds more than its limits."""
 
 import asyncio
 import base64
 import json
+import os
 from plone import api
 from plone.app.testing import TEST_USER_ID
+from plone.app.testing import FunctionalTesting
 from plone.app.testing import setRoles
 from plone.namedfile.file import NamedBlobImage
 from plone.protect.authenticator import createToken
@@ -13,15 +15,21 @@ from ploneintranet.asynctasks import celerytasks
 from ploneintranet.asynctasks import previews
 from ploneintranet.asynctasks.core import USER_HEADER
 from ploneintranet.asynctasks.push import messages
+from ploneintranet.asynctasks.testing import ASYNC_FIXTURE
 from ploneintranet.asynctasks.testing import ASYNC_PUSH_TESTING
+from ploneintranet.asynctasks.testing import CELERY_WORKER_FIXTURE
 from ploneintranet.asynctasks.testing import REDIS_SERVER_FIXTURE
+from ploneintranet.asynctasks.testing import PushServerLayer
 from ploneintranet.asynctasks.testing import wait_until
 import redis
 import requests
+import time
 from tornado import httpclient
 from tornado import websocket
 import transaction
 import unittest
+from unittest import mock
+from urllib.parse import urlsplit
 
 
 #: A 1x1 PNG.
@@ -74,6 +82,10 @@ class Socket:
             return None
         return None if text is None else json.loads(text)
 
+    def send(self, text):
+        """Send ``text`` as one frame."""
+        self.run(lambda: self.connection.write_message(text))
+
     def close(self):
         async def closing():
             self.connection.close()
@@ -112,10 +124,10 @@ class PushTestCase(unittest.TestCase):
         self.sockets.append(socket)
         return socket
 
-    def assertRefused(self, cookie=None, origin=None):
+    def assertRefused(self, cookie=None, origin=None, code=403):
         with self.assertRaises(httpclient.HTTPClientError) as refused:
             self.open(cookie, origin)
-        self.assertEqual(refused.exception.code, 403)
+        self.assertEqual(refused.exception.code, code)
 
 
 class TestAuthentication(PushTestCase):
@@ -231,3 +243,191 @@ class TestRedisRestart(PushTestCase):
 
         # the push server reconnects and subscribes again by itself
         wait_until(delivered, 30, message="a message to alice after Redis restarted")
+
+
+#: Small limits, so that a test reaches them in a second or two.
+LIMITS = dict(
+    ASYNC_PUSH_MAX_MESSAGE_BYTES="1024",
+    ASYNC_PUSH_MAX_SOCKETS_PER_USER="2",
+    ASYNC_PUSH_UPGRADE_TIMEOUT="2",
+    ASYNC_PUSH_IDLE_TIMEOUT="2",
+)
+MAX_BYTES = int(LIMITS["ASYNC_PUSH_MAX_MESSAGE_BYTES"])
+MAX_SOCKETS = int(LIMITS["ASYNC_PUSH_MAX_SOCKETS_PER_USER"])
+UPGRADE_TIMEOUT = float(LIMITS["ASYNC_PUSH_UPGRADE_TIMEOUT"])
+IDLE_TIMEOUT = float(LIMITS["ASYNC_PUSH_IDLE_TIMEOUT"])
+#: What a busy test machine may add to a timeout of the push server.
+SLACK = 1.5
+#: Tornado waits this long for a client to answer its close frame.
+CLOSE_HANDSHAKE = 5
+PING, CLOSE = 0x9, 0x8
+
+
+class LimitedPushServerLayer(PushServerLayer):
+    """The push server process, started with :data:`LIMITS` in its environment."""
+
+    def start_server(self):
+        with mock.patch.dict(os.environ, LIMITS):
+            super().start_server()
+
+
+LIMITED_PUSH_SERVER_FIXTURE = LimitedPushServerLayer(
+    name="ploneintranet.asynctasks.tests:LimitedPushServer"
+)
+LIMITED_PUSH_TESTING = FunctionalTesting(
+    bases=(CELERY_WORKER_FIXTURE, ASYNC_FIXTURE, LIMITED_PUSH_SERVER_FIXTURE),
+    name="ploneintranet.asynctasks.tests:LimitedPush",
+)
+
+
+async def frames_until_closed(reader):
+    """``(opcode, payload, monotonic time)`` of each frame the server sends,
+    until it closes the TCP connection; nothing is ever answered."""
+    frames = []
+    while True:
+        try:
+            head = await reader.readexactly(2)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return frames
+        length = head[1] & 0x7F
+        assert length < 126, f"a frame of {length} bytes: only pings and close were expected"
+        payload = await reader.readexactly(length)
+        frames.append((head[0] & 0x0F, payload, time.monotonic()))
+
+
+class TestLimits(PushTestCase):
+    """What one client can hold of the push server is bounded."""
+
+    layer = LIMITED_PUSH_TESTING
+
+    def address(self):
+        parts = urlsplit(self.layer["push_url"])
+        return parts.hostname, parts.port
+
+    def log(self):
+        with open(self.layer["push_log"]) as log:
+            return log.read()
+
+    def test_a_frame_above_the_limit_closes_the_socket(self):
+        alice = self.open(self.cookie("alice"))
+        alice.send("x" * MAX_BYTES)  # the limit itself is allowed, and ignored
+        messages.publish("alice", "t", "done", "/a", "still-open")
+        self.assertEqual(alice.receive()["target"], "still-open")
+        alice.send("x" * (MAX_BYTES + 1))
+        self.assertIsNone(alice.receive(timeout=10))
+        self.assertEqual(alice.connection.close_code, 1009)  # message too big
+        wait_until(lambda: messages.publish("alice", "t", "done") == 0, 10,
+                   message="the push server to free alice's only socket")
+
+    def test_a_user_may_open_only_so_many_sockets(self):
+        alice, bob = self.cookie("alice"), self.cookie("bob")
+        first = self.open(alice)
+        for _ in range(MAX_SOCKETS - 1):
+            self.open(alice)
+        self.assertRefused(alice, code=429)
+        self.open(bob)  # the limit is per user
+        first.close()
+        self.sockets.remove(first)
+        wait_until(lambda: self.opens(alice), 10, message="a socket in place of a closed one")
+        log = self.log()
+        self.assertIn(f"refused a socket for alice: {MAX_SOCKETS} sockets open already", log)
+        self.assertNotIn(alice, log)
+
+    def opens(self, cookie):
+        """Open a socket; ``False`` if the server refuses it as one too many."""
+        try:
+            self.open(cookie)
+        except httpclient.HTTPClientError as refused:
+            if refused.code != 429:
+                raise
+            return False
+        return True
+
+    def test_requests_that_never_become_sockets_hold_no_place_for_long(self):
+        cookie = self.cookie("alice")
+        url = self.layer["push_url"].replace("ws://", "http://", 1)
+        for _ in range(MAX_SOCKETS):  # authenticated, then no upgrade: 400
+            answer = requests.get(
+                url, cookies={"__ac": cookie}, headers={"Origin": self.origin}, timeout=30
+            )
+            self.assertEqual(answer.status_code, 400)
+        self.assertRefused(cookie, code=429)
+        started = time.monotonic()
+        wait_until(lambda: self.opens(cookie), UPGRADE_TIMEOUT + SLACK,
+                   message="the places of the requests to be given back")
+        self.assertLess(time.monotonic() - started, UPGRADE_TIMEOUT + SLACK)
+
+    def test_a_client_that_does_not_finish_its_request_is_dropped(self):
+        request = b"GET /push HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 200
+        clients = {
+            "nothing": (b"", b""),
+            "half a request": (request, b""),
+            "a byte every 50 ms": (b"", request),
+        }
+
+        async def all_at_once():  # the test takes one timeout, not three
+            return await asyncio.gather(
+                *(self.seconds_until_dropped(*sent) for sent in clients.values())
+            )
+
+        seconds = self.loop.run_until_complete(all_at_once())
+        for name, dropped_after in zip(clients, seconds, strict=True):
+            with self.subTest(name):
+                self.assertLess(dropped_after, UPGRADE_TIMEOUT + SLACK)
+
+    async def seconds_until_dropped(self, sent_at_once, trickled, give_up=10):
+        """Send ``sent_at_once``, then ``trickled`` a byte every 50 ms; return
+        the seconds until the server closes the connection (or ``give_up``)."""
+        reader, writer = await asyncio.open_connection(*self.address())
+        started = time.monotonic()
+        writer.write(sent_at_once)
+        try:
+            while time.monotonic() - started < give_up:
+                try:
+                    if await asyncio.wait_for(reader.read(4096), 0.05) == b"":
+                        break
+                except asyncio.TimeoutError:
+                    writer.write(trickled[:1])
+                    trickled = trickled[1:]
+                except ConnectionError:
+                    break
+            return time.monotonic() - started
+        finally:
+            writer.close()
+
+    def test_a_socket_that_answers_no_ping_is_closed(self):
+        cookie = self.cookie("alice")
+        answering = self.open(cookie)  # Tornado's client answers pings
+        frames = self.loop.run_until_complete(asyncio.wait_for(
+            self.silent_socket(cookie), IDLE_TIMEOUT + CLOSE_HANDSHAKE + 2 * SLACK
+        ))
+        opcodes = [opcode for opcode, _, _ in frames]
+        self.assertEqual(opcodes[-1], CLOSE)
+        self.assertIn(PING, opcodes)
+        self.assertIn(b"ping timed out", frames[-1][1])
+        self.assertLess(frames[-1][2] - self.upgraded, IDLE_TIMEOUT + SLACK)
+        # the silent socket's place is free, the answering one is still open
+        wait_until(lambda: self.opens(cookie), 10, message="the silent socket's place")
+        messages.publish("alice", "t", "done", "/a", "alive")
+        self.assertEqual(answering.receive()["target"], "alive")
+
+    async def silent_socket(self, cookie):
+        """Upgrade a raw connection to a socket of the user of ``cookie``,
+        then answer nothing; return the frames the server sent until it
+        closed the connection."""
+        host, port = self.address()
+        reader, writer = await asyncio.open_connection(host, port)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            f"GET /push HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            f"Sec-WebSocket-Version: 13\r\nOrigin: {self.origin}\r\n"
+            f"Cookie: __ac={cookie}\r\n\r\n".encode()
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        self.upgraded = time.monotonic()
+        assert head.startswith(b"HTTP/1.1 101"), head
+        try:
+            return await frames_until_closed(reader)
+        finally:
+            writer.close()

@@ -142,7 +142,7 @@ class AsyncStatusView(BrowserView):
             return _check(
                 "broker",
                 FAIL,
-                f"cannot reach {where} ({type(error).__name__}: {error}); "
+                f"cannot reach {where} ({type(error).__name__}: {masked_url(str(error))}); "
                 "start Redis or set BROKER_URL for Plone and the worker",
             )
         if not celeryconfig.ASYNC_ENABLED:
@@ -191,7 +191,10 @@ class AsyncStatusView(BrowserView):
         checksum = uuid.uuid4().hex
         job = tasks.Post(self.context, self.request)
         url = self.context.absolute_url() + "/@@async-checktask"
-        result = job(url="@@async-checktask", data={"checksum": checksum}, immediate=True)
+        try:
+            result = job(url="@@async-checktask", data={"checksum": checksum}, immediate=True)
+        except AsyncTaskError as error:
+            return _check("http round trip", FAIL, f"no job was sent: {error}")
         try:
             result.get(timeout=self.roundtrip_timeout, propagate=False)
         except CeleryTimeout:

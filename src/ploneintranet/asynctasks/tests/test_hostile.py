@@ -15,26 +15,34 @@ import binascii
 from celery.exceptions import NotRegistered
 from celery.result import AsyncResult
 import datetime
+import json
 import logging
 import os
 from plone import api
 from plone.app.testing import login
 from plone.app.testing import logout
+from plone.keyring.interfaces import IKeyManager
 from plone.session import tktauth
 from ploneintranet.asynctasks import celerytasks
+from ploneintranet.asynctasks import jobtoken
+from ploneintranet.asynctasks import ledger
 from ploneintranet.asynctasks import tasks
 from ploneintranet.asynctasks.browser.views import CHECKSUM_KEY
 from ploneintranet.asynctasks.core import AbstractPost
 from ploneintranet.asynctasks.core import AsyncTaskError
 from ploneintranet.asynctasks.core import AuthorizationError
 from ploneintranet.asynctasks.core import JobRefused
+from ploneintranet.asynctasks.testing import free_port
 from ploneintranet.asynctasks.testing import start_celery_worker
 from ploneintranet.asynctasks.testing import stop_process
 from ploneintranet.asynctasks.tests.base import PipelineTestCase
 from ploneintranet.asynctasks.tests.test_views import authenticator_in
 from ploneintranet.asynctasks.tests.views import NOTES_KEY
 from ploneintranet.asynctasks.tests.views import notes
+from ploneintranet.asynctasks.urls import masked_url
 from ploneintranet.asynctasks.urls import origin
+from Products.SiteAccess.VirtualHostMonster import manage_addVirtualHostMonster
+import redis
 import requests
 import shutil
 import socket
@@ -44,6 +52,7 @@ import time
 import transaction
 from urllib.parse import urlsplit
 from zope.annotation.interfaces import IAnnotations
+from zope.component import getUtility
 
 
 TOKEN = "_authenticator"
@@ -201,6 +210,11 @@ class HostileTestCase(PipelineTestCase):
         self.alias_host = "127.0.0.1" if self.portal_host == "localhost" else "localhost"
         self.marked_state = None
         self.allowlist_log = None
+        # Zope's virtual hosting, as a real instance has it (the layer's app lacks it)
+        app = self.layer["app"]
+        if "virtual_hosting" not in app.objectIds():
+            manage_addVirtualHostMonster(app)
+            transaction.commit()
 
     # --- the harness ------------------------------------------------------
 
@@ -346,11 +360,32 @@ class HostileTestCase(PipelineTestCase):
         allowlist = self.to_allowlist_worker
         owner, mallory = self.owner, self.mallory
         check, record = self.check_url, self.record_url
-        listener, portal = self.listener.url, self.portal_netloc
-        on_portal = f"http://{portal}/plone/doc/@@test-record-job"
+        listener, portal_netloc = self.listener.url, self.portal_netloc
+        portal = self.portal_url
+        on_portal = f"http://{portal_netloc}/plone/doc/@@test-record-job"
         login_needed = status(302, 401)
         mallorys_job = {TOKEN: self.mallory_token, "note": "x"}
+        # Finding 1: the request names the host that would get the job.
+        listener_netloc = f"127.0.0.1:{self.listener.port}"
+        enqueue_view = f"{self.doc_url}/@@test-enqueue"
+        vhm = (f"{self.portal_url.rsplit('/', 1)[0]}/VirtualHostBase/http/{listener_netloc}"
+               "/plone/VirtualHostRoot")
         return [
+            # a link or a request names another host (finding 1): refused at enqueue
+            ("a Host header naming another port of this machine", http, ("GET", enqueue_view, mallory),
+             dict(params={"job": "post", "note": "x"}, headers={"Host": listener_netloc}), status(500)),
+            ("a Host header naming another host", http, ("GET", enqueue_view, mallory),
+             dict(params={"job": "post", "note": "x"}, headers={"Host": "evil.invalid"}), status(500)),
+            ("a virtual host path naming another host", http, ("GET", f"{vhm}/doc/@@test-enqueue", mallory),
+             dict(params={"job": "post", "note": "x"}), status(500)),
+            ("a Manager follows a link to @@async-status through another host", http,
+             ("GET", f"{vhm}/@@async-status", owner), dict(params={"format": "json"}),
+             status(200, text='"round_trips": false')),
+            ("a Manager's POST to @@async-status through another host", http,
+             ("POST", f"{vhm}/@@async-status", owner), dict(data={TOKEN: self.owner_token, "format": "json"}),
+             status(503, text="no job was sent: jobs may not be sent to http://127.0.0.1")),
+            ("a Manager follows a link to @@async-status", http, ("GET", f"{portal}/@@async-status", owner),
+             {}, status(200, text="NOT RUN")),
             # worker views, called over HTTP
             ("POST without authenticator", http, ("POST", check, owner), dict(data={"checksum": "x"}),
              status(200, text="Run this async job?")),
@@ -382,7 +417,7 @@ class HostileTestCase(PipelineTestCase):
              raises(AsyncTaskError, "not an http(s) url")),
             ("cloud metadata url", enqueue, (), dict(url="http://169.254.169.254/latest/meta-data/"),
              raises(AsyncTaskError, "not on the portal's origin")),
-            ("user name in the url", enqueue, (), dict(url=f"http://evil@{portal}/plone/doc/@@test-record-job"),
+            ("user name in the url", enqueue, (), dict(url=f"http://evil@{portal_netloc}/plone/doc/@@test-record-job"),
              raises(AsyncTaskError, "user name or password")),
             ("javascript: url", enqueue, (), dict(url="javascript:alert(1)"),
              raises(AsyncTaskError, "not an http(s) url")),
@@ -396,7 +431,7 @@ class HostileTestCase(PipelineTestCase):
              dict(url=f"http://{self.portal_host}:{self.listener.port}/plone/doc/@@test-record-job"),
              raises(AsyncTaskError, "not on the portal's origin")),
             ("backslash before @ (parser differential)", enqueue, (),
-             dict(url=f"http://{portal}\\@127.0.0.1:{self.listener.port}/"),
+             dict(url=f"http://{portal_netloc}\\@127.0.0.1:{self.listener.port}/"),
              raises(AsyncTaskError, "user name or password")),
             ("CR/LF in the url", enqueue, (), dict(url=f"{on_portal}\r\nHost: evil.example"),
              raises(AsyncTaskError, "control characters")),
@@ -436,10 +471,12 @@ class HostileTestCase(PipelineTestCase):
              discarded(f"{celerytasks.post.name}\r\nX-Injected: 1")),
             ("file:// url", broker, (), dict(url="file:///etc/passwd"), job_fails(JobRefused, "not an http(s) url")),
             ("a password in the url", broker, (),
-             dict(url=f"http://mallory:{mallory[1]}@{portal}/plone/doc/x", headers={}),
+             dict(url=f"http://mallory:{mallory[1]}@{portal_netloc}/plone/doc/x", headers={}),
              job_fails(JobRefused, "user name or password")),
             ("a port that is not a number", broker, (), dict(url="http://127.0.0.1:port/"),
              job_fails(JobRefused, "not a valid url")),
+            ("a host off this machine, no ASYNC_ALLOWED_ORIGINS set", broker, (),
+             dict(url="http://evil.invalid/@@x"), job_fails(JobRefused, "only this machine")),
             ("CR/LF in a header value", broker, (),
              dict(headers={"Authorization": basic(*mallory), "X-Note": "a\r\nX-Injected: 1"}),
              job_fails(JobRefused, "header X-Note")),
@@ -562,3 +599,139 @@ class TestTheHarnessNotices(HostileTestCase):
         self.assertEqual(form.status_code, 200)
         self.assertIn("Run this async job?", form.text)
         self.assertIn("Run this async job?", self.http("GET", self.record_url, auth=self.mallory).text)
+
+
+class TestJobCredentials(HostileTestCase):
+    """Finding 3: what a reader of Redis, Flower or a log finds in a job
+    logs in nowhere else and at no later time."""
+
+    def enqueue_with_ticket(self, ticket, **options):
+        """Enqueue a job as mallory, logged in with the ``__ac`` ticket only."""
+        request = self.layer["request"]
+        saved = (getattr(request, "_auth", None), request.cookies.get("__ac"))
+        request._auth = None
+        request.cookies["__ac"] = ticket
+        login(self.portal, "mallory")
+        try:
+            result = tasks.Post(self.doc, request)(
+                url="@@test-record-job", data={"note": "by mallory"}, **options
+            )
+            transaction.commit()
+            return result
+        finally:
+            logout()
+            request._auth, request.cookies["__ac"] = saved
+
+    def queued_job(self):
+        """Enqueue a job into a queue nobody reads; return its raw message,
+        its decoded arguments and its ledger entry."""
+        queue = f"nobody-{time.monotonic_ns()}"
+        result = self.enqueue(queue=queue)
+        self.assertIsInstance(result, AsyncResult, result)
+        client = redis.Redis.from_url(self.layer["redis_url"], socket_timeout=5)
+        try:
+            raws = client.lrange(queue, 0, -1)
+            entry = client.hget(ledger.JOBS, result.id) or b""
+            client.delete(queue)
+        finally:
+            client.close()
+        ledger.forget(celerytasks.app, result.id)
+        self.assertEqual(len(raws), 1)
+        message = json.loads(raws[0])
+        args, _, _ = json.loads(base64.b64decode(message["body"]))
+        return raws[0].decode() + entry.decode(), args
+
+    def test_a_queued_job_holds_no_login(self):
+        raw, (url, data, headers, cookies) = self.queued_job()
+        self.assertEqual(cookies, {})
+        self.assertNotIn("Authorization", headers)
+        self.assertIn(jobtoken.TOKEN_HEADER, headers)
+        userid, path, expires = jobtoken.read(headers[jobtoken.TOKEN_HEADER])
+        self.assertEqual((userid, path), ("mallory", "/plone/doc/@@test-record-job"))
+        self.assertLess(expires, time.time() + 6 * 3600 + 60)
+        for what, value in self.credential_values().items():
+            self.assertNotIn(value, raw, what)
+
+    def test_a_captured_token_is_worthless_anywhere_else(self):
+        _, (url, data, headers, _) = self.queued_job()
+        token = headers[jobtoken.TOKEN_HEADER]
+        secret = getUtility(IKeyManager).secret(jobtoken.RING)
+        transaction.abort()
+        later = time.time() + 3600
+        job = {TOKEN: self.mallory_token, "note": "replayed"}
+        whoami = f"{self.portal_url}/@@async-push-user"
+
+        def post(url, token):
+            return self.http("POST", url, data=job, headers={jobtoken.TOKEN_HEADER: token})
+
+        self.mark()
+        for what, response in [
+            ("another url", post(self.check_url, token)),
+            ("a GET of who is logged in", self.http("GET", whoami, headers={jobtoken.TOKEN_HEADER: token})),
+            ("expired", post(url, jobtoken.sign(secret, "mallory", url, time.time() - 1))),
+            ("signed with another secret", post(url, jobtoken.sign("guessed", "mallory", url, later))),
+            ("for a user that does not exist", post(url, jobtoken.sign(secret, "nobody", url, later))),
+            ("its path changed", post(url, token.replace(".", "x.", 1))),
+        ]:
+            with self.subTest(what):
+                self.assertIn(response.status_code, (302, 401, 403), response.text[:300])
+                self.assertNotEqual(response.text, "mallory")
+        self.assert_nothing_written()
+        # what it is good for: the same job, as the same user, until it expires
+        self.assertEqual(post(url, token).text, "recorded")
+        self.assertEqual(notes(self.fresh(self.doc)), ["replayed"])
+
+    def test_a_job_outlives_its_users_logout(self):
+        """With plone.session's server-side logout, a job queued before the
+        user logged out still runs as them: it never held their ticket."""
+        session = self.portal.acl_users.session
+        session._updateProperty("per_user_keyring", True)
+        transaction.commit()
+        self.addCleanup(transaction.commit)
+        self.addCleanup(session._updateProperty, "per_user_keyring", False)
+        ticket = self.log_in(*self.mallory)
+        whoami = f"{self.portal_url}/@@async-push-user"
+        self.assertEqual(self.http("GET", whoami, cookies={"__ac": ticket}).text, "mallory")
+        result = self.enqueue_with_ticket(ticket, countdown=3)
+        # with her authenticator, or plone.protect undoes the logout's write
+        self.http("GET", f"{self.portal_url}/logout", cookies={"__ac": ticket},
+                  params={TOKEN: self.mallory_token})
+        self.assertEqual(self.http("GET", whoami, cookies={"__ac": ticket}).status_code, 403)
+        self.assertEqual(result.get(timeout=self.job_timeout), 200)
+        self.assertEqual(notes(self.fresh(self.doc)), ["by mallory"])
+
+
+class TestMaskedUrls(HostileTestCase):
+    """Finding 4: no password of a broker url is shown or logged."""
+
+    def test_every_password_of_a_url_is_masked(self):
+        for url, secrets in [
+            ("redis://:pw-one@h1:6379/0;redis://:pw-two@h2:6379/0", ["pw-one", "pw-two"]),
+            ("sentinel://u:pw-one@h1:26379;sentinel://u:pw-two@h2:26379", ["pw-one", "pw-two"]),
+            ("redis://h/0?password=pw-one", ["pw-one"]),
+            ("redis://h/0?db=1&sentinel_password=pw-one&x=1", ["pw-one"]),
+            ("amqp://guest:pw-one@localhost:5672//", ["pw-one"]),
+        ]:
+            with self.subTest(url):
+                masked = masked_url(url)
+                self.assertIn("***", masked)
+                for secret in secrets:
+                    self.assertNotIn(secret, masked)
+        self.assertEqual(masked_url("redis://h1:6379/0;redis://h2/1"), "redis://h1:6379/0;redis://h2/1")
+
+    def test_the_status_view_masks_a_failover_list(self):
+        closed = free_port()
+        saved = celerytasks.app.conf.broker_url
+        celerytasks.app.conf.broker_url = (
+            f"redis://:pw-one@127.0.0.1:{closed}/0;redis://:pw-two@127.0.0.1:{closed}/1"
+            "?password=pw-three"
+        )
+        try:
+            response = self.http("GET", f"{self.portal_url}/@@async-status",
+                                 auth=self.owner, params={"format": "json"})
+        finally:
+            celerytasks.app.conf.broker_url = saved
+        self.assertEqual(response.status_code, 503)
+        self.assertIn(f"127.0.0.1:{closed}", response.text)
+        for secret in ("pw-one", "pw-two", "pw-three"):
+            self.assertNotIn(secret, response.text)

@@ -32,17 +32,20 @@ AUTHENTICATOR_FIELD = "_authenticator"
 DEBOUNCE_PREFIX = "ploneintranet.asynctasks:debounce:"
 
 
-def fingerprint(task_name, url, data):
-    """What makes two jobs the same: task, url and data (without the token)."""
+def fingerprint(task_name, url, data, userid):
+    """What makes two jobs the same: task, url, data (without the token) and
+    the user they run as (``None``: anonymous), so that one user's job never
+    replaces another's."""
     data = {k: v for k, v in (data or {}).items() if k != AUTHENTICATOR_FIELD}
-    return json.dumps([task_name, url, data], sort_keys=True)
+    return json.dumps([task_name, url, data, userid], sort_keys=True)
 
 
-def superseded(task, url, data):
-    """True if a later debounced job for the same target replaced this one."""
+def superseded(task, url, data, userid):
+    """True if a later debounced job of the same user for the same target
+    replaced this one."""
     if getattr(task.request, "eta", None) is None:
         return False  # a debounced job is delayed; skip the Redis round trip
-    key = DEBOUNCE_PREFIX + fingerprint(task.name, url, data)
+    key = DEBOUNCE_PREFIX + fingerprint(task.name, url, data, userid)
     try:
         client = redis_client(task.app)
     except AsyncTaskError:
@@ -63,13 +66,12 @@ class JobsOfTransaction:
 
     def add(self, task, args, options, userid, debounce=None):
         """Queue a job; return the ``AsyncResult`` it will have."""
-        key = fingerprint(task.name, args[0], args[1])
+        key = fingerprint(task.name, args[0], args[1], userid)
         if key not in self.jobs:
             options.setdefault("task_id", str(uuid.uuid4()))
-            # Celery copies a repr of the arguments into the message for
-            # monitors such as Flower: they hold credentials (and the repr
-            # costs more than the rest of the message), so show the url only.
-            options.setdefault("argsrepr", f"({args[0]!r}, ...)")
+            # the arguments hold credentials (and their repr costs more than
+            # the rest of the message); any task's fallback to apply_async too
+            options.update(publish.reprs_for_monitors(args))
             if debounce:
                 options.setdefault("countdown", debounce)
             self.jobs[key] = (task, args, options, userid, debounce)
@@ -170,25 +172,21 @@ def _send_together(producer, jobs):
             _send(producer, *job)
 
 
-def _debounce_key(task, args, options, debounce):
+def _debounce_key(task, args, options, userid, debounce):
     """(key, task id, seconds): the debounced job that is the latest."""
-    key = DEBOUNCE_PREFIX + fingerprint(task.name, args[0], args[1])
+    key = DEBOUNCE_PREFIX + fingerprint(task.name, args[0], args[1], userid)
     return key, options["task_id"], int(debounce) + 3600
 
 
 def _debounce_keys(jobs):
-    return [
-        _debounce_key(task, args, options, debounce)
-        for task, args, options, _, debounce in jobs
-        if debounce
-    ]
+    return [_debounce_key(*job) for job in jobs if job[-1]]
 
 
 def _send(producer, task, args, options, userid, debounce):
     """Send one job; True if it was handed over, else log LOST JOB."""
     try:
         if debounce:
-            key, task_id, seconds = _debounce_key(task, args, options, debounce)
+            key, task_id, seconds = _debounce_key(task, args, options, userid, debounce)
             redis_client(task.app, needed_for="debounce").set(key, task_id, ex=seconds)
         task.apply_async(args, producer=producer, **options)
         return True

@@ -12,6 +12,11 @@ When the broker is Redis and nothing listens to Celery's publish signals,
 keys and the messages in one Redis pipeline, in that order. Anything else (a
 priority, callbacks, a custom exchange, another broker, a listener to
 ``before_task_publish``) goes through ``apply_async``, as before.
+
+A job's arguments carry its credentials, so every message :func:`send`
+writes shows monitors (Flower, Celery's events, the worker's log) only the
+url of its job (:func:`reprs_for_monitors`), whatever ``argsrepr`` and
+``kwargsrepr`` options it was given.
 """
 
 import base64
@@ -32,6 +37,17 @@ OPTIONS = frozenset(
 #: The task attributes that change a message; a task that sets one is sent
 #: by ``apply_async``.
 _TASK_OPTIONS = ("priority", "time_limit", "soft_time_limit", "exchange", "routing_key")
+
+
+def reprs_for_monitors(args, kwargs=None):
+    """The ``argsrepr`` and ``kwargsrepr`` options of a job's message: the
+    url only.
+
+    Celery copies them into the message headers (and its properties), where
+    Flower, events and logs show them; a repr of the arguments themselves
+    would show the job's credentials and token."""
+    shown = f"({args[0]!r}, ...)" if args else "()"
+    return {"argsrepr": shown, "kwargsrepr": "{...}" if kwargs else "{}"}
 
 
 def can_send(app, jobs):
@@ -62,8 +78,7 @@ def _message(app, task, args, options, routes):
         expires=options.get("expires"),
         reply_to=app.thread_oid,
         ignore_result=options.get("ignore_result", task.ignore_result),
-        argsrepr=options.get("argsrepr"),
-        kwargsrepr=options.get("kwargsrepr", "{}"),
+        **reprs_for_monitors(args),
     )
     if headers.get("expires"):
         seconds = (datetime.fromisoformat(headers["expires"]) - app.now()).total_seconds()

@@ -55,8 +55,8 @@ class TestPublish(unittest.TestCase):
         for queue, options in cases:
             with self.subTest(options=options):
                 with ledger.recorded():
-                    celerytasks.post.apply_async(ARGS, task_id="by-celery", argsrepr="(url, ...)", **options)
-                job = dict(options, task_id="by-us", argsrepr="(url, ...)")
+                    celerytasks.post.apply_async(ARGS, task_id="by-celery", **options)
+                job = dict(options, task_id="by-us")
                 self.assertTrue(publish.can_send(self.app, [(celerytasks.post, ARGS, job)]))
                 publish.send(self.app, [(celerytasks.post, ARGS, job)])
                 theirs, ours = self.messages(queue)
@@ -69,10 +69,12 @@ class TestPublish(unittest.TestCase):
                         ("properties", "delivery_tag"), ("properties", "expiration"),
                     ]:
                         message[part].pop(name, None)
-                    # Celery copies argsrepr into the properties too; the
-                    # worker reads it from the headers
+                    # Celery copies the options argsrepr and kwargsrepr into
+                    # the properties too; the worker reads the headers
                     message["properties"].pop("argsrepr", None)
+                    message["properties"].pop("kwargsrepr", None)
                 self.assertEqual(ours, theirs)
+                self.assertEqual(ours["headers"]["argsrepr"], f"({ARGS[0]!r}, ...)")
                 entry = json.loads(self.redis.hget(ledger.JOBS, "by-us"))
                 self.assertEqual(entry["args"], list(ARGS))
                 self.assertEqual("eta" in entry["options"], "countdown" in options)

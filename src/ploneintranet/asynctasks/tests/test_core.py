@@ -8,8 +8,12 @@ from plone.app.testing import TEST_USER_NAME
 from plone.app.testing import login
 from plone.app.testing import logout
 from plone.app.testing import setRoles
+from plone.keyring.interfaces import IKeyManager
 from plone.protect.authenticator import _verify_request
+from ploneintranet.asynctasks import celeryconfig
 from ploneintranet.asynctasks import celerytasks
+from ploneintranet.asynctasks import jobtoken
+from ploneintranet.asynctasks import pas
 from ploneintranet.asynctasks import tasks
 from ploneintranet.asynctasks.core import AsyncTaskError
 from ploneintranet.asynctasks.core import capture_credentials
@@ -19,8 +23,10 @@ from ploneintranet.asynctasks.interfaces import IAsyncTask
 from ploneintranet.asynctasks.jobqueue import jobs_of_transaction
 from ploneintranet.asynctasks.testing import ASYNC_INTEGRATION_TESTING
 from ploneintranet.asynctasks.urls import REPLACEMENT_MAPPING_RECORD
+import time
 import transaction
 import unittest
+from zope.component import getUtility
 from zope.interface.verify import verifyObject
 
 
@@ -36,6 +42,14 @@ class CoreTestCase(unittest.TestCase):
         self.request.cookies["__ac"] = "ticket-of-test-user"
         self.request.cookies["_ga"] = "analytics"
         login(self.portal, TEST_USER_NAME)
+        # the test request's site is http://nohost: configured as a sysadmin would
+        self.configure(ASYNC_ALLOWED_ORIGINS=["http://nohost"])
+
+    def configure(self, **settings):
+        """Change celeryconfig settings for this test."""
+        for name, value in settings.items():
+            self.addCleanup(setattr, celeryconfig, name, getattr(celeryconfig, name))
+            setattr(celeryconfig, name, value)
 
     def tearDown(self):
         transaction.abort()
@@ -70,13 +84,33 @@ class TestResolveUrl(CoreTestCase):
             self.assertIn("relative", str(raised.exception))
 
 
+    def test_without_allowed_origins_only_this_machine_on_plones_port(self):
+        self.configure(ASYNC_ALLOWED_ORIGINS=[])
+        with self.assertRaises(AsyncTaskError) as raised:
+            resolve_url(self.folder, "@@view", own_port="80")
+        self.assertIn("add it to ASYNC_ALLOWED_ORIGINS", str(raised.exception))
+        self.request.setServerURL("http", "localhost", "8080")
+        self.assertEqual(
+            resolve_url(self.folder, "@@view", own_port="8080"),
+            "http://localhost:8080/plone/folder/@@view",
+        )
+        # another port of this machine is another service, not this Plone
+        with self.assertRaises(AsyncTaskError):
+            resolve_url(self.folder, "@@view", own_port="9090")
+
     def test_portal_url_is_moved_to_the_internal_address(self):
         internal = "http://127.0.0.1:8080/VirtualHostBase/http/nohost:80/plone/VirtualHostRoot"
+        self.configure(ASYNC_ALLOWED_ORIGINS=["http://nohost", "http://127.0.0.1:8080"])
         api.portal.set_registry_record(REPLACEMENT_MAPPING_RECORD, {"http://nohost/plone": internal})
         self.assertEqual(resolve_url(self.folder, "@@view"), internal + "/folder/@@view")
         # the check is on the public url: the internal one is not accepted as input
         with self.assertRaises(AsyncTaskError):
             resolve_url(self.folder, internal + "/folder/@@view")
+        # an internal url that is not allowed is refused too
+        self.configure(ASYNC_ALLOWED_ORIGINS=["http://nohost"])
+        with self.assertRaises(AsyncTaskError) as raised:
+            resolve_url(self.folder, "@@view")
+        self.assertIn("http://127.0.0.1:8080", str(raised.exception))
 
 
 class TestCaptureCredentials(CoreTestCase):
@@ -95,7 +129,28 @@ class TestAbstractPost(CoreTestCase):
     def test_provides_the_documented_interface(self):
         self.assertTrue(verifyObject(IAsyncTask, tasks.ReindexObject(self.folder, self.request)))
 
-    def test_prepares_credentials_authenticator_and_routing_header(self):
+    def test_a_job_carries_a_token_for_its_url_not_the_login(self):
+        job = tasks.ReindexObject(self.folder, self.request)
+        self.assertEqual((job.cookies, job.headers.get("Authorization")), ({}, None))
+        job()
+        ((task, args, options, userid, debounce),) = jobs_of_transaction().jobs.values()
+        url, data, headers, cookies = args
+        self.assertEqual(cookies, {})
+        secrets = list(getUtility(IKeyManager)[jobtoken.RING])
+        token = headers[jobtoken.TOKEN_HEADER]
+        self.assertEqual(jobtoken.verify(token, secrets, "/plone/folder/@@reindex_object"), "test_user_1_")
+        self.assertIsNone(jobtoken.verify(token, secrets, "/plone/@@reindex_object"))
+        self.assertIsNone(jobtoken.verify(token, secrets, "/plone/folder/@@reindex_object",
+                                          now=time.time() + 6 * 3600 + 1))
+
+    def test_without_the_token_plugin_enqueueing_says_to_upgrade(self):
+        pas.uninstall(self.portal.acl_users)
+        with self.assertRaises(AsyncTaskError) as raised:
+            tasks.ReindexObject(self.folder, self.request)
+        self.assertIn("upgrade steps", str(raised.exception))
+
+    def test_forwarding_prepares_credentials_authenticator_and_routing_header(self):
+        self.configure(ASYNC_CREDENTIALS="forward")
         job = tasks.ReindexObject(self.folder, self.request)
         self.assertEqual(job.cookies, {"__ac": "ticket-of-test-user"})
         self.assertEqual(
@@ -104,7 +159,8 @@ class TestAbstractPost(CoreTestCase):
         self.request.form["_authenticator"] = job.data["_authenticator"]
         self.assertTrue(_verify_request(self.request))
 
-    def test_logged_in_user_without_credentials_is_an_error(self):
+    def test_forwarding_a_logged_in_user_without_credentials_is_an_error(self):
+        self.configure(ASYNC_CREDENTIALS="forward")
         del self.request.cookies["__ac"]
         with self.assertRaises(AsyncTaskError) as raised:
             tasks.ReindexObject(self.folder, self.request)

@@ -5,8 +5,13 @@ from plone.base.utils import get_installer
 from plone.browserlayer.utils import registered_layers
 from ploneintranet.asynctasks.browser.views import CHECKSUM_KEY
 from ploneintranet.asynctasks.interfaces import IPloneintranetAsyncLayer
+from ploneintranet.asynctasks.pas import PLUGIN_ID
+from ploneintranet.asynctasks.pas import uninstall
 from ploneintranet.asynctasks.testing import ASYNC_INTEGRATION_TESTING
 from ploneintranet.asynctasks.urls import REPLACEMENT_MAPPING_RECORD
+from Products.PluggableAuthService.interfaces.plugins import IAuthenticationPlugin
+from Products.PluggableAuthService.interfaces.plugins import IExtractionPlugin
+from Products.PluggableAuthService.interfaces.plugins import IRolesPlugin
 import unittest
 from zope.annotation.interfaces import IAnnotations
 
@@ -20,21 +25,26 @@ class TestSetup(unittest.TestCase):
 
     def installed_parts(self):
         record = api.portal.get_registry_record(REPLACEMENT_MAPPING_RECORD, default="missing")
-        return IPloneintranetAsyncLayer in registered_layers(), record
+        plugins = self.portal.acl_users.plugins
+        active = all(
+            PLUGIN_ID in plugins.listPluginIds(interface)
+            for interface in (IExtractionPlugin, IAuthenticationPlugin, IRolesPlugin)
+        )
+        return IPloneintranetAsyncLayer in registered_layers(), record, active
 
     def test_installed(self):
         self.assertTrue(self.installer.is_product_installed("ploneintranet.asynctasks"))
-        self.assertEqual(self.installed_parts(), (True, {}))
+        self.assertEqual(self.installed_parts(), (True, {}, True))
 
-    def test_uninstall_removes_layer_and_record_and_reinstall_restores_them(self):
+    def test_uninstall_removes_layer_record_and_plugin_and_reinstall_restores_them(self):
         IAnnotations(self.portal)[CHECKSUM_KEY] = "c0ffee"
         with api.env.adopt_roles(["Manager"]):
             self.installer.uninstall_product("ploneintranet.asynctasks")
             self.assertFalse(self.installer.is_product_installed("ploneintranet.asynctasks"))
-            self.assertEqual(self.installed_parts(), (False, "missing"))
+            self.assertEqual(self.installed_parts(), (False, "missing", False))
             self.assertNotIn(CHECKSUM_KEY, IAnnotations(self.portal))
             self.installer.install_product("ploneintranet.asynctasks")
-        self.assertEqual(self.installed_parts(), (True, {}))
+        self.assertEqual(self.installed_parts(), (True, {}, True))
 
     def test_upgrade_from_1000_adds_the_record(self):
         setup = self.portal.portal_setup
@@ -42,7 +52,16 @@ class TestSetup(unittest.TestCase):
         setup.setLastVersionForProfile("ploneintranet.asynctasks:default", "1000")
         with api.env.adopt_roles(["Manager"]):
             self.installer.upgrade_product("ploneintranet.asynctasks")
-        self.assertEqual(self.installed_parts(), (True, {}))
+        self.assertEqual(self.installed_parts(), (True, {}, True))
         self.assertEqual(
-            setup.getLastVersionForProfile("ploneintranet.asynctasks:default"), ("1001",)
+            setup.getLastVersionForProfile("ploneintranet.asynctasks:default"), ("1002",)
         )
+
+    def test_upgrade_from_1001_adds_the_job_token_plugin(self):
+        uninstall(self.portal.acl_users)
+        self.assertEqual(self.installed_parts(), (True, {}, False))
+        setup = self.portal.portal_setup
+        setup.setLastVersionForProfile("ploneintranet.asynctasks:default", "1001")
+        with api.env.adopt_roles(["Manager"]):
+            self.installer.upgrade_product("ploneintranet.asynctasks")
+        self.assertEqual(self.installed_parts(), (True, {}, True))

@@ -5,6 +5,7 @@ Each check either returns what was found or raises
 """
 
 import os
+from ploneintranet.asynctasks.urls import masked_url
 import shutil
 import socket
 from supervise import DevServerError
@@ -124,16 +125,16 @@ def choose_broker():
     url = named or DEFAULT_BROKER_URL
     problem = redis_answers(url)
     if problem is None:
-        return _broker_environment(url), f"{url} (a Redis that was already running)"
+        return _broker_environment(url), f"{masked_url(url)} (a Redis that was already running)"
     if named:
         raise DevServerError(
-            f"BROKER_URL={named} gives {problem}. Start that Redis, or unset "
+            f"BROKER_URL={masked_url(named)} gives {masked_url(problem)}. Start that Redis, or unset "
             "BROKER_URL so that `make run` uses the one on localhost:6379 or "
             "starts its own"
         )
     if shutil.which("redis-server") is None:
         raise DevServerError(
-            f"no Redis answers at {url} and redis-server is not installed: "
+            f"no Redis answers at {masked_url(url)} and redis-server is not installed: "
             "run `sudo apt-get install redis-server` (Debian/Ubuntu) or "
             "start a Redis and set BROKER_URL to it, then try again"
         )

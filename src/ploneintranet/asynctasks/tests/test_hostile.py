@@ -36,6 +36,7 @@ from ploneintranet.asynctasks.testing import free_port
 from ploneintranet.asynctasks.testing import start_celery_worker
 from ploneintranet.asynctasks.testing import stop_process
 from ploneintranet.asynctasks.tests.base import PipelineTestCase
+from ploneintranet.asynctasks.tests.test_routing import _load_script
 from ploneintranet.asynctasks.tests.test_views import authenticator_in
 from ploneintranet.asynctasks.tests.views import NOTES_KEY
 from ploneintranet.asynctasks.tests.views import notes
@@ -50,6 +51,7 @@ import tempfile
 import threading
 import time
 import transaction
+from unittest import mock
 from urllib.parse import urlsplit
 from zope.annotation.interfaces import IAnnotations
 from zope.component import getUtility
@@ -718,6 +720,14 @@ class TestMaskedUrls(HostileTestCase):
                 for secret in secrets:
                     self.assertNotIn(secret, masked)
         self.assertEqual(masked_url("redis://h1:6379/0;redis://h2/1"), "redis://h1:6379/0;redis://h2/1")
+
+    def test_make_run_masks_the_broker_password(self):
+        preflight = _load_script("preflight")
+        self.enterContext(mock.patch.dict(os.environ, BROKER_URL=f"redis://:pw-one@127.0.0.1:{free_port()}/0"))
+        with self.assertRaises(preflight.DevServerError) as raised:
+            preflight.choose_broker()
+        self.assertIn("redis://:***@127.0.0.1", str(raised.exception))
+        self.assertNotIn("pw-one", str(raised.exception))
 
     def test_the_status_view_masks_a_failover_list(self):
         closed = free_port()

@@ -45,12 +45,17 @@ class IAsyncTask(Interface):
     )
 
     headers = Attribute(
-        "HTTP headers of the job (a dict): the user's ``Authorization`` header "
-        "if they had one, and ``X-celery-task-name`` for routing by a proxy."
+        "HTTP headers of the job (a dict): ``X-celery-task-name`` for routing "
+        "by a proxy and ``X-Async-User`` for logs. When the job is enqueued "
+        "it gets the user's job token (``X-Async-Token``, see "
+        ":mod:`ploneintranet.asynctasks.jobtoken`); with "
+        "``ASYNC_CREDENTIALS=forward``, the user's ``Authorization`` header "
+        "instead, if they had one."
     )
 
     cookies = Attribute(
-        "Cookies of the job (a dict): only Plone's auth cookie ``__ac``, "
+        "Cookies of the job (a dict): empty with job tokens; with "
+        "``ASYNC_CREDENTIALS=forward`` only Plone's auth cookie ``__ac``, "
         "never the rest of the user's cookie jar."
     )
 
@@ -60,9 +65,11 @@ class IAsyncTask(Interface):
         :param context: the content object; relative urls are resolved
             against its url.
         :param request: the current request; defaults to the global request.
-        :raises ploneintranet.asynctasks.core.AsyncTaskError: when an
-            authenticated user's credentials cannot be found in the request,
-            since the job could not act as that user.
+        :raises ploneintranet.asynctasks.core.AsyncTaskError: when the job
+            could not act as the logged-in user: the job token plugin is not
+            installed (run the upgrade steps), or, with
+            ``ASYNC_CREDENTIALS=forward``, their credentials are not in the
+            request.
         """
 
     def __call__(url=None, data=None, headers=None, cookies=None, **options):
@@ -79,7 +86,9 @@ class IAsyncTask(Interface):
             ``immediate=True`` sends the job at once instead of after the
             current transaction commits.
         :raises ploneintranet.asynctasks.core.AsyncTaskError: when an argument
-            cannot be serialised to JSON or the url is not on this portal.
+            cannot be serialised to JSON, the url is not on this portal, or the
+            portal's url (as the request names it) is not an allowed origin
+            (``ASYNC_ALLOWED_ORIGINS``, or this machine on Plone's own port).
 
         By default the job is sent only when the current Zope transaction
         commits, so the worker always sees the data the user saved, and a

@@ -102,5 +102,10 @@ class GeneratePreviewView(ProtectedJobView):
 
     def run(self):
         made = previews.generate(self.context)
-        logger.info("preview of %s: %s", "/".join(self.context.getPhysicalPath()), made)
+        path = "/".join(self.context.getPhysicalPath())
+        reason = previews.no_preview_reason(self.context)
+        if reason:  # a final state: answered 200, so the job is not retried
+            logger.warning("no preview of %s: %s", path, reason)
+        else:
+            logger.info("preview of %s: %s", path, made)
         return f"preview {made}"

@@ -14,11 +14,19 @@ class PreviewViewlet(ViewletBase):
         return previews.preview_html(self.context)
 
 
+def require_preview(context):
+    """Raise ``NotFound`` (404) unless ``context`` is an item that gets
+    previews: the views below are registered for ``*``."""
+    if not previews.applies_to(context):
+        raise NotFound("only Images and Files have a preview")
+
+
 class PreviewSnippetView(BrowserView):
     """``@@async-preview-snippet``: the preview element alone, the HTML
     snippet that pat-push puts in place of the placeholder."""
 
     def __call__(self):
+        require_preview(self.context)
         self.request.response.setHeader("Content-Type", "text/html; charset=utf-8")
         self.request.response.setHeader("Cache-Control", "no-store")
         return f"<html><body>{previews.preview_html(self.context)}</body></html>"
@@ -28,6 +36,7 @@ class PreviewImageView(BrowserView):
     """``@@async-preview-image``: the stored first page of a PDF, as PNG."""
 
     def __call__(self):
+        require_preview(self.context)
         stored = previews.record(self.context) or {}
         image = stored.get("image")
         if image is None:

@@ -15,6 +15,7 @@
         layer = ASYNC_FUNCTIONAL_TESTING
 """
 
+from kombu import pools
 import os
 import plone.app.contenttypes
 from plone.app.testing import PLONE_FIXTURE
@@ -68,9 +69,12 @@ def point_celery_app_at(broker_url, result_backend):
     """
     app = celerytasks.app
     app.conf.update(broker_url=broker_url, result_backend=result_backend)
-    if app._pool is not None:
-        app._pool.force_close_all()
+    # kombu keeps pools per url in a registry of its own, and Celery keeps the
+    # producer pool (that control commands publish with) of the old url: a
+    # closed pool must be neither reused nor found again for the same url.
+    pools.reset()
     app._pool = None
+    app.amqp._producer_pool = None
     # Celery keeps the result backend per thread, or app-wide if thread safe.
     app._local = threading.local()
     app._backend_cache = None

@@ -395,6 +395,18 @@ class TestLimits(PushTestCase):
         finally:
             writer.close()
 
+    def test_a_request_with_a_body_is_refused_at_once(self):
+        async def answer():
+            reader, writer = await asyncio.open_connection(*self.address())
+            writer.write(b"POST /push HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         b"Content-Length: 1000000\r\n\r\nthe first bytes")
+            try:
+                return await asyncio.wait_for(reader.read(), 10)
+            finally:
+                writer.close()
+
+        self.assertTrue(self.loop.run_until_complete(answer()).startswith(b"HTTP/1.1 400"))
+
     def test_a_socket_that_answers_no_ping_is_closed(self):
         cookie = self.cookie("alice")
         answering = self.open(cookie)  # Tornado's client answers pings

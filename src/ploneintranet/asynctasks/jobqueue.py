@@ -179,7 +179,11 @@ def _debounce_key(task, args, options, userid, debounce):
 
 
 def _debounce_keys(jobs):
-    return [_debounce_key(*job) for job in jobs if job[-1]]
+    return [
+        _debounce_key(task, args, options, userid, debounce)
+        for task, args, options, userid, debounce in jobs
+        if debounce
+    ]
 
 
 def _send(producer, task, args, options, userid, debounce):

@@ -25,6 +25,7 @@ from ploneintranet.asynctasks.errors import JobRefused
 from ploneintranet.asynctasks.interfaces import IAsyncTask
 from ploneintranet.asynctasks.jobqueue import AUTHENTICATOR_FIELD
 from ploneintranet.asynctasks.jobqueue import jobs_of_transaction
+from ploneintranet.asynctasks.publish import reprs_for_monitors
 from ploneintranet.asynctasks.urls import allowed_description
 from ploneintranet.asynctasks.urls import check_http_url
 from ploneintranet.asynctasks.urls import is_allowed
@@ -210,8 +211,8 @@ class AbstractPost:
                 f"{celeryconfig.ASYNC_MAX_JOB_BYTES}; pass a reference (a UID or "
                 "path) and let the worker view load the data"
             )
-        if immediate:
-            return self.task.apply_async(args, **options)
+        if immediate:  # any task: its message shows monitors the url only
+            return self.task.apply_async(args, **dict(options, **reprs_for_monitors(args)))
         if self.debounce:
             redis_client(self.task.app, needed_for="debounce")  # say so now
         return jobs_of_transaction().add(

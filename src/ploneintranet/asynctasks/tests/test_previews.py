@@ -26,6 +26,7 @@ import transaction
 import unittest
 import zlib
 from zope.interface import alsoProvides
+from zope.interface import noLongerProvides
 
 
 def picture(kind="PNG", colour=(20, 120, 200)):
@@ -298,16 +299,25 @@ class TestPreviewViews(CommandsOnPath, PipelineTestCase):
 
     def test_a_pdf_out_of_time_is_a_finished_job_without_preview(self):
         self.set_timeout(1)
-        api.content.create(
+        # this test sends the job itself: the upload queues none to run alongside
+        noLongerProvides(self.layer["request"], IPloneintranetAsyncLayer)
+        item = api.content.create(
             container=self.portal, type="File", id="slow.pdf",
             file=NamedBlobFile(slow_pdf(), filename="slow.pdf", contentType="application/pdf"),
         )
         transaction.commit()
+        self.assertIsNone(previews.state(item))
         url = f"{self.portal_url}/slow.pdf/@@async-generate-preview"
         token = authenticator_in(self.get(url, auth=self.owner).text)
         started = time.monotonic()
-        response = self.post(url, auth=self.owner, data={"_authenticator": token})
+        with self.assertLogs("ploneintranet.asynctasks", "WARNING") as logged:
+            response = self.post(url, auth=self.owner, data={"_authenticator": token})
         self.assertLess(time.monotonic() - started, 10)
         self.assertEqual((response.status_code, response.text), (200, "preview none"))
+        self.assertEqual(
+            [line for line in logged.output if "slow.pdf" in line],
+            ["WARNING:ploneintranet.asynctasks:no preview of /plone/slow.pdf: pdftoppm took "
+             "longer than 1 s (ASYNC_PREVIEW_TIMEOUT) and was killed"],
+        )
         item = self.fresh(self.portal)["slow.pdf"]
         self.assertIn("took longer than 1 s", previews.no_preview_reason(item))

@@ -97,7 +97,11 @@ class ZEORoutingLayer(Layer):
         haproxy = _load_script("preflight").require_haproxy()
         self.var = zopeconfig.make_directories(self.directory / "var")
         redis_url = self["redis_url"]
-        env = dict(os.environ, BROKER_URL=redis_url, CELERY_RESULT_BACKEND=redis_url)
+        self.haproxy_port = free_port()
+        # as make run-zeo: jobs go to the site's address, HAProxy's
+        origins = f"http://127.0.0.1:{self.haproxy_port},http://localhost:{self.haproxy_port}"
+        env = dict(os.environ, BROKER_URL=redis_url, CELERY_RESULT_BACKEND=redis_url,
+                   ASYNC_ALLOWED_ORIGINS=origins)
         self["admin"] = (ADMIN, self.create_site(zopeconfig, env))
         zeo_address = self.start_zeo(zopeconfig, env)
         self.ports = {name: free_port() for name in self.instances}
@@ -143,7 +147,7 @@ class ZEORoutingLayer(Layer):
         """
         low_tasks = self.directory / "low-tasks.lst"
         low_tasks.write_text(f"# jobs for the pool plone_workers_low\n{REINDEX}\n")
-        port = free_port()
+        port = self.haproxy_port
         frontend = f"127.0.0.1:{self.ports['plone-frontend']}"
         haproxy_env = dict(
             env,
@@ -263,9 +267,13 @@ class TestHAProxyRouting(unittest.TestCase):
         # @@async-status sends a real job (celerytasks.post) to the site's
         # url, HAProxy: the worker instance stores a checksum, and the
         # frontend reads it back through ZEO.
-        response = requests.get(f"{self.url}/Plone/@@async-status?format=json",
-                                auth=self.admin, timeout=60)
+        status = f"{self.url}/Plone/@@async-status"
+        token = requests.get(status, params={"format": "json"}, auth=self.admin,
+                             timeout=60).json()["authenticator"]
+        response = requests.post(status, data={"format": "json", "_authenticator": token},
+                                 auth=self.admin, timeout=60)
         report = response.json()
+        self.assertTrue(report["round_trips"], report)
         self.assertTrue(report["ok"], report)
         self.assertEqual(response.headers["Server"], "plone-frontend")
         self.wait_served("plone-worker", "async-checktask")

@@ -1,6 +1,7 @@
 """Previews: what the GeneratePreview job makes, what the page shows, and
 the limits a converter runs under."""
 
+import hashlib
 import io
 import os
 from PIL import Image
@@ -209,7 +210,7 @@ class TestPreviews(CommandsOnPath, unittest.TestCase):
             previews.generate(item)
         results = previews.remembered()["results"]
         self.assertEqual(len(results), 2)
-        self.assertNotIn(previews.hashlib.sha256(picture("PDF", colours[0])).hexdigest(), results)
+        self.assertNotIn(hashlib.sha256(picture("PDF", colours[0])).hexdigest(), results)
 
     def test_without_a_network_namespace_no_converter_runs_and_nothing_is_remembered(self):
         directory = tempfile.mkdtemp(prefix="asynctasks-test-path-")

@@ -20,14 +20,12 @@ from celery.utils import uuid
 import logging
 from ploneintranet.asynctasks import celeryconfig
 from ploneintranet.asynctasks import ledger
-from ploneintranet.asynctasks.core import USER_HEADER
 from ploneintranet.asynctasks.core import DispatchError
 from ploneintranet.asynctasks.core import JobRefused
 from ploneintranet.asynctasks.core import dispatch
 from ploneintranet.asynctasks.jobqueue import superseded
 from ploneintranet.asynctasks.publish import reprs_for_monitors
 from ploneintranet.asynctasks.push import messages
-from urllib.parse import unquote
 
 
 logger = logging.getLogger("ploneintranet.asynctasks")
@@ -53,17 +51,6 @@ class HideMessageContents(logging.Filter):
 logging.getLogger("celery.worker.consumer.consumer").addFilter(HideMessageContents())
 
 
-#: How the ``X-Async-User`` header of a job names Zope's anonymous user.
-ANONYMOUS_USER = "Anonymous User"
-
-
-def _userid_of(headers):
-    """The user id a job's ``X-Async-User`` header names; ``None`` for
-    anonymous, as Plone gives it to the job queue."""
-    name = unquote(str((headers or {}).get(USER_HEADER, "")))
-    return None if name in ("", ANONYMOUS_USER) else name
-
-
 class JobTask(Task):
     """Base of tasks that send a job: each job is in the
     :mod:`~ploneintranet.asynctasks.ledger` from when it is sent until it is
@@ -86,7 +73,7 @@ class JobTask(Task):
         return super().apply_async(args, kwargs, task_id=task_id, **options)
 
     def __call__(self, url, data=None, headers=None, cookies=None):
-        if superseded(self, url, data, _userid_of(headers)):
+        if superseded(self, url, data, messages.job_user(headers)):
             logger.info("%s[%s] for %s: superseded by a later job", self.name, self.request.id, url)
             return "superseded"
         return super().__call__(url, data, headers, cookies)

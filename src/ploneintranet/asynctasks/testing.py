@@ -204,6 +204,12 @@ class RedisServerLayer(Layer):
 
     def start_server(self):
         self.process = start_redis_server(self.port, self.directory)
+        if "redis_url" in self:
+            # Back after stop_server: Celery's result consumer may have given
+            # up on it for good meanwhile ("Retry limit exceeded ... must be
+            # restarted"), so this process gets a new one, as a restarted
+            # Plone would.
+            point_celery_app_at(self["redis_url"], self["redis_url"])
 
     def stop_server(self):
         stop_process(self.process)
@@ -300,16 +306,18 @@ ASYNC_FUNCTIONAL_TESTING = FunctionalTesting(
 )
 
 
-def start_push_server(port, plone_url, redis_url, directory):
+def start_push_server(port, plone_url, redis_url, directory, **environ):
     """Start the websocket push server (``python -m
     ploneintranet.asynctasks.push``) on 127.0.0.1:``port``, authenticating
-    sockets against ``plone_url``; return the process once it listens. Its
-    log is ``directory/push.log``."""
+    sockets against ``plone_url``; return the process once it listens.
+    ``environ`` adds settings such as ``ASYNC_PUSH_MAX_SOCKETS_PER_USER``.
+    Its log is ``directory/push.log``."""
     log = os.path.join(directory, "push.log")
     env = dict(
         os.environ, BROKER_URL=redis_url, ASYNC_PUSH_REDIS_URL=redis_url,
         ASYNC_PUSH_PLONE_URL=plone_url,
     )
+    env.update({key: str(value) for key, value in environ.items()})
     with open(log, "ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "ploneintranet.asynctasks.push",
@@ -346,6 +354,8 @@ class PushServerLayer(Layer):
 
     defaultBases = (REDIS_SERVER_FIXTURE, WSGI_SERVER_FIXTURE)
     settings = ("ASYNC_PUSH_PORT", "ASYNC_PUSH_REDIS_URL")
+    #: Settings of the push server process, such as its limits.
+    environ = {}
 
     def setUp(self):
         self.directory = tempfile.mkdtemp(prefix="asynctasks-push-")
@@ -360,7 +370,7 @@ class PushServerLayer(Layer):
 
     def start_server(self):
         self.process = start_push_server(
-            self.port, self.plone_url, self["redis_url"], self.directory
+            self.port, self.plone_url, self["redis_url"], self.directory, **self.environ
         )
 
     def stop_server(self):

@@ -28,7 +28,6 @@ from tornado import httpclient
 from tornado import websocket
 import transaction
 import unittest
-from unittest import mock
 from urllib.parse import urlsplit
 
 
@@ -266,9 +265,7 @@ PING, CLOSE = 0x9, 0x8
 class LimitedPushServerLayer(PushServerLayer):
     """The push server process, started with :data:`LIMITS` in its environment."""
 
-    def start_server(self):
-        with mock.patch.dict(os.environ, LIMITS):
-            super().start_server()
+    environ = LIMITS
 
 
 LIMITED_PUSH_SERVER_FIXTURE = LimitedPushServerLayer(

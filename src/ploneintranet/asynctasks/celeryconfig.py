@@ -8,55 +8,55 @@ from here too, so there is one place to look.
 The same environment must be given to the Plone instances and to the Celery
 worker, since both ends talk to the same broker.
 
-================================  ======================================  ===========================================
-variable                          default                                 meaning
-================================  ======================================  ===========================================
-``BROKER_URL``                    ``redis://localhost:6379/0``            Celery broker (Redis)
-``CELERY_RESULT_BACKEND``         the broker url                          where task results are kept
-``ASYNC_ENABLED``                 ``true``                                ``false`` runs jobs eagerly, see below
-``ASYNC_CONNECT_TIMEOUT``         ``5``                                   seconds to connect to Plone
-``ASYNC_READ_TIMEOUT``            ``300``                                 seconds to wait for Plone's answer
-``ASYNC_MAX_RETRIES``             ``6``                                   retries of a job that failed for a
-                                                                          reason that may pass (5xx, timeout, ...)
-``ASYNC_RETRY_BACKOFF_MAX``       ``600``                                 longest wait between two retries, seconds
-``ASYNC_VISIBILITY_TIMEOUT``      ``3600``                                seconds before Redis redelivers a job
-                                                                          that a worker took but did not finish
-``ASYNC_RESULT_EXPIRES``          ``3600``                                seconds task results are kept
-``ASYNC_SWEEP_INTERVAL``          ``10``                                  seconds between two looks for jobs a
-                                                                          killed worker lost (:mod:`.ledger`)
-``ASYNC_ALLOWED_ORIGINS``         this machine: loopback and the host's   comma-separated origins jobs may be sent
-                                  own name (Plone: on its own port)       to, e.g. ``https://example.com``; Plone
-                                                                          and the worker both refuse any other
-``ASYNC_CREDENTIALS``             ``token``                               what a job carries to act as its user:
-                                                                          ``token`` (signed, for one url, expires)
-                                                                          or ``forward`` (the user's own cookie or
-                                                                          Authorization header, as the seed did)
-``ASYNC_TOKEN_LIFETIME``          ``21600``                               seconds a job's token is valid (6 hours)
-``ASYNC_PREVIEW_TIMEOUT``         ``20``                                  seconds a conversion for a preview may
-                                                                          take; then the file gets no preview
-``ASYNC_PREVIEW_MEMORY_MB``       ``1024``                                memory (address space) of a conversion
-``ASYNC_MAX_JOB_BYTES``           ``1000000``                             largest job, as JSON, Plone will enqueue
-``ASYNC_TASK_ROUTES``             ``reindex_object`` and ``post`` on      comma-separated ``task=queue`` pairs; the
-                                  ``high`` (see below)                    task may be a glob such as ``my.addon.*``
-``ASYNC_PUSH_PORT``               ``8765``                                port of the websocket push server
-``ASYNC_PUSH_ADDRESS``            ``127.0.0.1``                           address the push server listens on
-``ASYNC_PUSH_PLONE_URL``          ``http://localhost:8080/Plone``         the site the push server asks who opened
-                                                                          a socket; its only outgoing request
-``ASYNC_PUSH_ALLOWED_ORIGINS``    the origin of ``ASYNC_PUSH_PLONE_URL``  comma-separated origins of the pages that
-                                                                          may open a socket (the public origin)
-``ASYNC_PUSH_PUBLIC_URL``         (none: port ``ASYNC_PUSH_PORT`` of the  websocket url browsers connect to, e.g.
-                                  page's host, path ``/push``)            ``/push`` behind a proxy
-``ASYNC_PUSH_CHANNEL_PREFIX``     ``ploneintranet.asynctasks:push:``      Redis pub/sub channel of a user: this
-                                                                          prefix and the user id
-``ASYNC_PUSH_REDIS_URL``          the broker url                          Redis of the push channels
-``ASYNC_PUSH_MAX_MESSAGE_BYTES``  ``4096``                                largest frame a browser may send; larger
-                                                                          ones close the socket
-``ASYNC_PUSH_MAX_SOCKETS_PER_USER`` ``20``                                open sockets of one user; more are refused
-``ASYNC_PUSH_UPGRADE_TIMEOUT``    ``10``                                  seconds a client has to send its request
-                                                                          and finish the websocket upgrade
-``ASYNC_PUSH_IDLE_TIMEOUT``       ``90``                                  seconds without an answer to a ping
-                                                                          before a socket is closed
-================================  ======================================  ===========================================
+====================================  ======================================  ===========================================
+variable                              default                                 meaning
+====================================  ======================================  ===========================================
+``BROKER_URL``                        ``redis://localhost:6379/0``            Celery broker (Redis)
+``CELERY_RESULT_BACKEND``             the broker url                          where task results are kept
+``ASYNC_ENABLED``                     ``true``                                ``false`` runs jobs eagerly, see below
+``ASYNC_CONNECT_TIMEOUT``             ``5``                                   seconds to connect to Plone
+``ASYNC_READ_TIMEOUT``                ``300``                                 seconds to wait for Plone's answer
+``ASYNC_MAX_RETRIES``                 ``6``                                   retries of a job that failed for a
+                                                                              reason that may pass (5xx, timeout, ...)
+``ASYNC_RETRY_BACKOFF_MAX``           ``600``                                 longest wait between two retries, seconds
+``ASYNC_VISIBILITY_TIMEOUT``          ``3600``                                seconds before Redis redelivers a job
+                                                                              that a worker took but did not finish
+``ASYNC_RESULT_EXPIRES``              ``3600``                                seconds task results are kept
+``ASYNC_SWEEP_INTERVAL``              ``10``                                  seconds between two looks for jobs a
+                                                                              killed worker lost (:mod:`.ledger`)
+``ASYNC_ALLOWED_ORIGINS``             this machine: loopback and the host's   comma-separated origins jobs may be sent
+                                      own name (Plone: on its own port)       to, e.g. ``https://example.com``; Plone
+                                                                              and the worker both refuse any other
+``ASYNC_CREDENTIALS``                 ``token``                               what a job carries to act as its user:
+                                                                              ``token`` (signed, for one url, expires)
+                                                                              or ``forward`` (the user's own cookie or
+                                                                              Authorization header, as the seed did)
+``ASYNC_TOKEN_LIFETIME``              ``21600``                               seconds a job's token is valid (6 hours)
+``ASYNC_PREVIEW_TIMEOUT``             ``20``                                  seconds a conversion for a preview may
+                                                                              take; then the file gets no preview
+``ASYNC_PREVIEW_MEMORY_MB``           ``1024``                                memory (address space) of a conversion
+``ASYNC_MAX_JOB_BYTES``               ``1000000``                             largest job, as JSON, Plone will enqueue
+``ASYNC_TASK_ROUTES``                 ``reindex_object`` and ``post`` on      comma-separated ``task=queue`` pairs; the
+                                      ``high`` (see below)                    task may be a glob such as ``my.addon.*``
+``ASYNC_PUSH_PORT``                   ``8765``                                port of the websocket push server
+``ASYNC_PUSH_ADDRESS``                ``127.0.0.1``                           address the push server listens on
+``ASYNC_PUSH_PLONE_URL``              ``http://localhost:8080/Plone``         the site the push server asks who opened
+                                                                              a socket; its only outgoing request
+``ASYNC_PUSH_ALLOWED_ORIGINS``        the origin of ``ASYNC_PUSH_PLONE_URL``  comma-separated origins of the pages that
+                                                                              may open a socket (the public origin)
+``ASYNC_PUSH_PUBLIC_URL``             (none: port ``ASYNC_PUSH_PORT`` of the  websocket url browsers connect to, e.g.
+                                      page's host, path ``/push``)            ``/push`` behind a proxy
+``ASYNC_PUSH_CHANNEL_PREFIX``         ``ploneintranet.asynctasks:push:``      Redis pub/sub channel of a user: this
+                                                                              prefix and the user id
+``ASYNC_PUSH_REDIS_URL``              the broker url                          Redis of the push channels
+``ASYNC_PUSH_MAX_MESSAGE_BYTES``      ``4096``                                largest frame a browser may send; larger
+                                                                              ones close the socket
+``ASYNC_PUSH_MAX_SOCKETS_PER_USER``  ``20``                                  open sockets of one user; more are refused
+``ASYNC_PUSH_UPGRADE_TIMEOUT``        ``10``                                  seconds a client has to send its request
+                                                                              and finish the websocket upgrade
+``ASYNC_PUSH_IDLE_TIMEOUT``           ``90``                                  seconds without an answer to a ping
+                                                                              before a socket is closed
+====================================  ======================================  ===========================================
 
 ``ASYNC_ENABLED=false`` is for development without a worker: Celery runs each
 task in the process that enqueues it (``task_always_eager``). The job is still

@@ -8,9 +8,9 @@ from here too, so there is one place to look.
 The same environment must be given to the Plone instances and to the Celery
 worker, since both ends talk to the same broker.
 
-====================================  ======================================  ===========================================
+====================================  ======================================  =======================================
 variable                              default                                 meaning
-====================================  ======================================  ===========================================
+====================================  ======================================  =======================================
 ``BROKER_URL``                        ``redis://localhost:6379/0``            Celery broker (Redis)
 ``CELERY_RESULT_BACKEND``             the broker url                          where task results are kept
 ``ASYNC_ENABLED``                     ``true``                                ``false`` runs jobs eagerly, see below
@@ -56,7 +56,7 @@ variable                              default                                 me
                                                                               and finish the websocket upgrade
 ``ASYNC_PUSH_IDLE_TIMEOUT``           ``90``                                  seconds without an answer to a ping
                                                                               before a socket is closed
-====================================  ======================================  ===========================================
+====================================  ======================================  =======================================
 
 ``ASYNC_ENABLED=false`` is for development without a worker: Celery runs each
 task in the process that enqueues it (``task_always_eager``). The job is still

@@ -51,7 +51,7 @@ variable                              default                                 me
 ``ASYNC_PUSH_REDIS_URL``              the broker url                          Redis of the push channels
 ``ASYNC_PUSH_MAX_MESSAGE_BYTES``      ``4096``                                largest frame a browser may send; larger
                                                                               ones close the socket
-``ASYNC_PUSH_MAX_SOCKETS_PER_USER``  ``20``                                  open sockets of one user; more are refused
+``ASYNC_PUSH_MAX_SOCKETS_PER_USER``   ``20``                                  open sockets of one user; more are refused
 ``ASYNC_PUSH_UPGRADE_TIMEOUT``        ``10``                                  seconds a client has to send its request
                                                                               and finish the websocket upgrade
 ``ASYNC_PUSH_IDLE_TIMEOUT``           ``90``                                  seconds without an answer to a ping

@@ -28,6 +28,7 @@ from ploneintranet.asynctasks.jobqueue import jobs_of_transaction
 from ploneintranet.asynctasks.publish import reprs_for_monitors
 from ploneintranet.asynctasks.urls import allowed_description
 from ploneintranet.asynctasks.urls import check_http_url
+from ploneintranet.asynctasks.urls import check_target
 from ploneintranet.asynctasks.urls import is_allowed
 from ploneintranet.asynctasks.urls import masked_url  # noqa: F401
 from ploneintranet.asynctasks.urls import resolve_url
@@ -184,8 +185,9 @@ class AbstractPost:
         """Enqueue the job; see :meth:`IAsyncTask.__call__`."""
         immediate = options.pop("immediate", False)
         delay = _check_delay(options)
-        own_port = getattr(self.request, "environ", {}).get("SERVER_PORT")
-        url = resolve_url(self.context, url or self.url, own_port)
+        url = self.transform_url(url)
+        if type(self).transform_url is not AbstractPost.transform_url:
+            check_target(url, self._own_port())  # an override may return any url
         job_data = dict(self.data, **(data or {}))
         job_headers = dict(self.headers, **(headers or {}))
         if self.userid is not None and celeryconfig.ASYNC_CREDENTIALS == "token":
@@ -218,6 +220,20 @@ class AbstractPost:
         return jobs_of_transaction().add(
             self.task, args, options, self.userid, self.debounce
         )
+
+
+    def transform_url(self, url):
+        """The absolute url the job is POSTed to, from ``url`` or
+        :attr:`url` (see :func:`~ploneintranet.asynctasks.urls.resolve_url`).
+
+        Upstream's hook for url munging: a subclass may override it; what it
+        returns must still be a url jobs may be sent to (an allowed origin),
+        or :meth:`__call__` raises :class:`AsyncTaskError`.
+        """
+        return resolve_url(self.context, url or self.url, self._own_port())
+
+    def _own_port(self):
+        return getattr(self.request, "environ", {}).get("SERVER_PORT")
 
 
 def _check_token_plugin(userid):

@@ -15,10 +15,13 @@
         layer = ASYNC_FUNCTIONAL_TESTING
 """
 
+import base64
 from kombu import pools
 import os
 import plone.app.contenttypes
 from plone.app.testing import PLONE_FIXTURE
+from plone.app.testing import TEST_USER_NAME
+from plone.app.testing import TEST_USER_PASSWORD
 from plone.app.testing import FunctionalTesting
 from plone.app.testing import IntegrationTesting
 from plone.app.testing import PloneSandboxLayer
@@ -37,6 +40,7 @@ import sys
 import tempfile
 import threading
 import time
+import unittest
 
 
 def free_port():
@@ -142,11 +146,13 @@ def start_redis_server(port, directory):
     return process
 
 
-def start_celery_worker(redis_url, directory, name, concurrency=2, queues=None, **environ):
+def start_celery_worker(redis_url, directory, name, concurrency=2, queues=None, imports=(),
+                        **environ):
     """Start a Celery worker process for ``redis_url``; return it once it
     answers a ping. ``queues`` (names) limits the queues it consumes; without
-    it, it consumes every queue of ``celeryconfig.ASYNC_QUEUES``. ``environ`` adds settings such as
-    ``ASYNC_MAX_RETRIES``; its log is ``directory/<name>.log``."""
+    it, it consumes every queue of ``celeryconfig.ASYNC_QUEUES``. ``imports``
+    names modules of your own tasks (``celery worker -I``). ``environ`` adds
+    settings such as ``ASYNC_MAX_RETRIES``; its log is ``directory/<name>.log``."""
     log = os.path.join(directory, f"{name}.log")
     env = dict(os.environ, BROKER_URL=redis_url, CELERY_RESULT_BACKEND=redis_url)
     env.update({key: str(value) for key, value in environ.items()})
@@ -159,6 +165,8 @@ def start_celery_worker(redis_url, directory, name, concurrency=2, queues=None, 
     ]
     if queues:
         command += ["--queues", ",".join(queues)]
+    if imports:
+        command += ["--include", ",".join(imports)]
     process = subprocess.Popen(
         command,
         env=env,
@@ -240,6 +248,8 @@ class CeleryWorkerLayer(Layer):
 
     defaultBases = (REDIS_SERVER_FIXTURE,)
     concurrency = 2
+    #: Modules of tasks of your own that the worker imports (``-I``).
+    imports = ()
     environ = dict(
         ASYNC_MAX_RETRIES=30,
         ASYNC_SWEEP_INTERVAL=2,
@@ -259,7 +269,8 @@ class CeleryWorkerLayer(Layer):
         self.generation += 1
         self.name = f"asynctasks-test-{os.getpid()}-{self.generation}"
         self.process = start_celery_worker(
-            self["redis_url"], self.directory, self.name, self.concurrency, **self.environ
+            self["redis_url"], self.directory, self.name, self.concurrency,
+            imports=self.imports, **self.environ
         )
         self["celery_worker"] = self.process
         self["celery_log"] = os.path.join(self.directory, f"{self.name}.log")
@@ -392,3 +403,58 @@ ASYNC_PUSH_TESTING = FunctionalTesting(
     bases=(CELERY_WORKER_FIXTURE, ASYNC_FIXTURE, PUSH_SERVER_FIXTURE),
     name="ploneintranet.asynctasks:Push",
 )
+
+
+# --- the names of upstream's ploneintranet.asynctasks 7.2 testing module ----
+# Tests written for upstream's layers run on ours: same names, real services.
+
+#: Upstream's name of :data:`CELERY_WORKER_FIXTURE`.
+CELERY_FIXTURE = CELERY_WORKER_FIXTURE
+#: Upstream's name of :data:`ASYNC_FIXTURE`.
+FIXTURE = ASYNC_FIXTURE
+#: Upstream's name of :data:`ASYNC_INTEGRATION_TESTING`.
+INTEGRATION_TESTING = ASYNC_INTEGRATION_TESTING
+#: Upstream's name of :data:`ASYNC_FUNCTIONAL_TESTING` (worker and WSGI server).
+FUNCTIONAL_TESTING = ASYNC_FUNCTIONAL_TESTING
+
+
+class BaseTestCase(unittest.TestCase):
+    """Upstream's base test case: ``app``, ``portal`` and ``request`` of the
+    layer, the request logged in with HTTP Basic auth, and its helpers."""
+
+    def setUp(self):
+        self.app = self.layer["app"]
+        self.portal = self.layer["portal"]
+        self.request = self.portal.REQUEST
+        self.basic_auth()
+
+    def basic_auth(self, username=TEST_USER_NAME, password=TEST_USER_PASSWORD):
+        """Give the request HTTP Basic credentials of ``username``."""
+        credentials = base64.b64encode(f"{username}:{password}".encode()).decode()
+        self.request._auth = f"Basic {credentials}"
+
+    def redis_running(self):
+        """True if the broker's Redis answers."""
+        try:
+            return redis.Redis.from_url(celerytasks.app.conf.broker_url, socket_timeout=2).ping()
+        except redis.RedisError:
+            return False
+
+    def waitfor(self, result, timeout=3.0):
+        """Wait until the Celery ``result`` is ready; fail after ``timeout``."""
+        try:
+            wait_until(result.ready, timeout, interval=0.1, message="the result")
+        except AssertionError:
+            self.fail(f"Did not get a result in {timeout} seconds")
+
+
+class IntegrationTestCase(BaseTestCase):
+    """Upstream's integration test case."""
+
+    layer = INTEGRATION_TESTING
+
+
+class FunctionalTestCase(BaseTestCase):
+    """Upstream's functional test case: the whole pipeline."""
+
+    layer = FUNCTIONAL_TESTING

@@ -163,13 +163,24 @@ def resolve_url(context, url, own_port=None):
         if resolved == public or resolved.startswith(public + "/"):
             resolved = internal.rstrip("/") + resolved[len(public):]
             break
-    if not is_allowed(resolved, own_port):
+    check_target(resolved, own_port)
+    return resolved
+
+
+def check_target(url, own_port=None):
+    """Raise :class:`AsyncTaskError` unless a job may be sent to ``url``: a
+    plain http(s) url (:func:`check_http_url`) whose origin is allowed
+    (:func:`is_allowed`; ``own_port``: the port this Plone listens on)."""
+    try:
+        check_http_url(url)
+    except JobRefused as error:
+        raise AsyncTaskError(str(error)) from None
+    if not is_allowed(url, own_port):
         raise AsyncTaskError(
-            f"jobs may not be sent to {origin(resolved)}, where this request "
+            f"jobs may not be sent to {origin(url)}, where this request "
             f"says the site is (its Host header or virtual host path): "
             f"{allowed_description(own_port)}. Jobs carry the user's "
             "credentials. If it is an address of this site, add it to "
             "ASYNC_ALLOWED_ORIGINS (for Plone and the worker), or map it to "
             f"the internal url in the registry record {REPLACEMENT_MAPPING_RECORD}"
         )
-    return resolved

@@ -31,13 +31,28 @@ class ProtectedJobView(BrowserView):
     """
 
     confirm = ViewPageTemplateFile("templates/protected.pt")
+    #: Extra inputs of the confirmation form, for a job run by hand that
+    #: needs them: ``{"name": ..., "type": ...}`` dicts, as upstream's.
+    ADDITIONAL_PARAMETERS = ()
 
     def __call__(self):
-        if not self.has_authenticator():
+        if not self.authenticated():
             return self.confirm()
-        check(self.request)  # raises Forbidden for a forged or foreign token
         result = self.run()
         return "OK" if result is None else result
+
+    def authenticated(self):
+        """True for a POST whose authenticator plone.protect verifies; False
+        without one (a GET, a form to confirm).
+
+        :raises zExceptions.Forbidden: (403) for a forged or another user's
+            authenticator; nothing is written.
+        """
+        if getattr(self, "_authenticated", None) is None:
+            if self.has_authenticator():
+                check(self.request)
+            self._authenticated = self.has_authenticator()
+        return self._authenticated
 
     def has_authenticator(self):
         """True for a POST that carries a CSRF token to verify."""
@@ -60,6 +75,29 @@ class ProtectedJobView(BrowserView):
         raise NotImplementedError(
             f"{type(self).__name__} must implement run() with the job's work"
         )
+
+
+class AbstractAsyncView(ProtectedJobView):
+    """The worker view base of upstream's ploneintranet.asynctasks 7.2, for
+    views ported unchanged. Such a view overrides ``__call__``::
+
+        class GeneratePdfView(AbstractAsyncView):
+            def __call__(self):
+                if self.authenticated():
+                    make_the_pdf(self.context)
+                return self.template()
+
+    :meth:`~ProtectedJobView.authenticated` is stricter than upstream's: only
+    a POST with an authenticator that plone.protect verifies (upstream took
+    any ``_authenticator``, also in a GET); a forged one is a 403.
+    ``template`` is the confirmation form, with an input for each of
+    ``ADDITIONAL_PARAMETERS``, and says "Action confirmed and executed." once
+    the job ran. New views subclass :class:`ProtectedJobView` and implement
+    ``run()`` instead.
+    """
+
+    template = ViewPageTemplateFile("templates/protected.pt")
+    ADDITIONAL_PARAMETERS = []
 
 
 class ReindexObjectView(ProtectedJobView):

@@ -20,6 +20,7 @@ from ploneintranet.asynctasks import jobtoken
 from ploneintranet.asynctasks import ledger
 from ploneintranet.asynctasks import tasks
 from ploneintranet.asynctasks.browser.views import CHECKSUM_KEY
+from ploneintranet.asynctasks.browser.views import CheckTaskView
 from ploneintranet.asynctasks.core import AsyncTaskError
 from ploneintranet.asynctasks.core import capture_credentials
 from ploneintranet.asynctasks.core import masked_url
@@ -246,3 +247,8 @@ class AsyncStatusView(BrowserView):
 
 def _check(name, status, message):
     return {"name": name, "status": status, "message": message}
+
+
+#: Upstream's names (ploneintranet.asynctasks 7.2), for code ported unchanged.
+StatusView = AsyncStatusView
+__all__ = ["AsyncStatusView", "CheckTaskView", "StatusView"]

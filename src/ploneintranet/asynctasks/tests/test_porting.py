@@ -139,6 +139,15 @@ class TestUpstreamNames(AddonTestCase):
             self.enqueue(OffSite)
         self.assertIn("jobs may not be sent to http://evil.invalid", str(raised.exception))
 
+    def test_upstreams_status_view_names(self):
+        from ploneintranet.asynctasks.browser.status import CheckTaskView
+        from ploneintranet.asynctasks.browser.status import StatusView
+
+        view = StatusView(self.portal, self.request)
+        self.assertEqual([c["name"] for c in view.run_checks(round_trips=False)][:2],
+                         ["credentials", "broker"])
+        self.assertIsNone(CheckTaskView(self.portal, self.request).stored_checksum())
+
     def test_status_views_on_a_subsite(self):
         folder = api.content.create(container=self.portal, type="Folder", id="sub", title="Sub")
         alsoProvides(folder, INavigationRoot)

@@ -26,6 +26,7 @@ from ploneintranet.asynctasks.core import dispatch
 from ploneintranet.asynctasks.jobqueue import superseded
 from ploneintranet.asynctasks.publish import reprs_for_monitors
 from ploneintranet.asynctasks.push import messages
+import time
 
 
 logger = logging.getLogger("ploneintranet.asynctasks")
@@ -158,16 +159,28 @@ class PushingJobTask(JobTask):
         messages.publish_job(self.name, messages.FAILED, data, headers)
 
 
+def _preview(task, url, data, headers, cookies):
+    status = dispatch(url, data, headers, cookies).status_code
+    messages.publish_job(task.name, messages.DONE, data, headers)
+    return status
+
+
 @app.task(**dict(JOB_OPTIONS, base=PushingJobTask))
 def generate_preview(url, data=None, headers=None, cookies=None):
     """Make a preview through ``@@async-generate-preview``, then push
     ``done`` to the user's browsers."""
-    status = dispatch(url, data, headers, cookies).status_code
-    messages.publish_job(generate_preview.name, messages.DONE, data, headers)
-    return status
+    return _preview(generate_preview, url, data, headers, cookies)
+
+
+@app.task(**dict(JOB_OPTIONS, base=PushingJobTask))
+def generate_and_add_preview(url, data=None, headers=None, cookies=None):
+    """The seed's name of :func:`generate_preview` (its view: ``@@generate-previews``)."""
+    return _preview(generate_and_add_preview, url, data, headers, cookies)
 
 
 @app.task
-def add(x, y):
-    """Add two numbers: the round trip that ``@@async-status`` checks."""
+def add(x, y, delay=1):
+    """Add two numbers after ``delay`` seconds (upstream's signature): the
+    round trip that ``@@async-status`` checks, with ``delay=0``."""
+    time.sleep(delay)
     return x + y

@@ -171,7 +171,7 @@ class AsyncStatusView(BrowserView):
         return _check("worker", OK, f"{len(names)} answered: " + ", ".join(names))
 
     def check_task_roundtrip(self):
-        result = celerytasks.add.apply_async((2, 3))
+        result = celerytasks.add.apply_async((2, 3, 0))
         try:
             value = result.get(timeout=self.roundtrip_timeout)
         except CeleryTimeout:

@@ -14,15 +14,20 @@ from plone.app.testing import login
 from plone.app.testing import logout
 from plone.app.testing import setRoles
 from plone.base.interfaces import INavigationRoot
+from plone.namedfile.file import NamedBlobImage
 from plone.testing.zope import WSGI_SERVER_FIXTURE
 from ploneintranet.asynctasks import celerytasks
+from ploneintranet.asynctasks import previews
 from ploneintranet.asynctasks import testing
+from ploneintranet.asynctasks.core import AbstractPost
 from ploneintranet.asynctasks.core import AsyncTaskError
+from ploneintranet.asynctasks.tests.test_push import PNG
 from ploneintranet.asynctasks.tests.test_views import authenticator_in
 import ploneintranet.asynctasks.tests.upstream_addon
 from ploneintranet.asynctasks.tests.upstream_addon import tasks as addon_tasks
 from ploneintranet.asynctasks.tests.upstream_addon.views import NOTE_KEY
 import requests
+import time
 import transaction
 from zope.annotation.interfaces import IAnnotations
 from zope.interface import alsoProvides
@@ -115,6 +120,13 @@ class RedirectedNote(addon_tasks.WriteNote):
         return f"{self.context.absolute_url()}/{self.target}"
 
 
+class SeedsGeneratePreview(AbstractPost):
+    """The seed's preview job: its task and url names."""
+
+    task = celerytasks.generate_and_add_preview
+    url = "/@@generate-previews"
+
+
 class TestUpstreamNames(AddonTestCase):
     def enqueue(self, job_class, **kwargs):
         login(self.portal, "eddie")
@@ -138,6 +150,31 @@ class TestUpstreamNames(AddonTestCase):
         with self.assertRaises(AsyncTaskError) as raised:
             self.enqueue(OffSite)
         self.assertIn("jobs may not be sent to http://evil.invalid", str(raised.exception))
+
+    def test_add_takes_upstreams_delay(self):
+        started = time.monotonic()
+        result = celerytasks.add.apply_async((2, 3), {"delay": 1})
+        self.waitfor(result, timeout=30)
+        self.assertEqual(result.get(), 5)
+        self.assertGreaterEqual(time.monotonic() - started, 1)
+        self.assertEqual(celerytasks.add(2, 3, delay=0), 5)
+
+    def test_the_seeds_preview_task_and_view(self):
+        image = api.content.create(container=self.portal, type="Image", id="photo", title="Photo",
+                                   image=NamedBlobImage(PNG, filename="photo.png"))
+        api.user.grant_roles(username="eddie", obj=image, roles=["Editor"])
+        transaction.commit()
+        login(self.portal, "eddie")
+        try:
+            result = SeedsGeneratePreview(image, self.request)()
+            transaction.commit()
+        finally:
+            logout()
+        self.assertEqual(result.get(timeout=30), 200)
+        with open(self.layer["celery_log"], errors="replace") as log:
+            self.assertIn("/plone/photo/@@generate-previews as eddie -> 200", log.read())
+        transaction.abort()
+        self.assertEqual(previews.state(image), previews.READY)
 
     def test_upstreams_status_view_names(self):
         from ploneintranet.asynctasks.browser.status import CheckTaskView

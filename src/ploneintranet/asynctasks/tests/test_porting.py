@@ -19,8 +19,10 @@ from plone.testing.zope import WSGI_SERVER_FIXTURE
 from ploneintranet.asynctasks import celerytasks
 from ploneintranet.asynctasks import previews
 from ploneintranet.asynctasks import testing
+from ploneintranet.asynctasks.browser.views import CHECKSUM_KEY
 from ploneintranet.asynctasks.core import AbstractPost
 from ploneintranet.asynctasks.core import AsyncTaskError
+from ploneintranet.asynctasks.tasks import Post
 from ploneintranet.asynctasks.tests.test_push import PNG
 from ploneintranet.asynctasks.tests.test_views import authenticator_in
 import ploneintranet.asynctasks.tests.upstream_addon
@@ -197,3 +199,22 @@ class TestUpstreamNames(AddonTestCase):
         self.assertTrue(report["ok"], report)
         transaction.abort()
         self.assertEqual(len(IAnnotations(folder).get("ploneintranet.asynctasks.checksum", "")), 32)
+
+
+class TestUpstreamIntegrationLayer(testing.IntegrationTestCase):
+    def test_a_preprocessor_as_upstreams_tests_make_one(self):
+        job = Post(self.portal, self.request)
+        self.assertTrue(job.data["_authenticator"])
+        self.assertEqual(job.headers["X-celery-task-name"], celerytasks.post.name)
+
+
+class TestUpstreamFunctionalLayer(testing.FunctionalTestCase):
+    def test_a_post_round_trip_as_upstreams_tests_make_one(self):
+        self.assertIn(testing.CELERY_FIXTURE, testing.FUNCTIONAL_TESTING.__bases__)
+        self.assertTrue(self.redis_running())
+        setRoles(self.portal, TEST_USER_ID, ["Manager"])
+        result = Post(self.portal, self.request)("@@async-checktask", {"checksum": "c0ffee"})
+        transaction.commit()
+        self.waitfor(result, timeout=30)
+        transaction.abort()
+        self.assertEqual(IAnnotations(self.portal)[CHECKSUM_KEY], "c0ffee")

@@ -119,6 +119,16 @@ def _env_number(name, default, kind=float):
     return number
 
 
+def _env_origins(name):
+    """Read comma-separated origins (``scheme://host[:port]``) from ``name``:
+    lower case, without a trailing slash."""
+    return [
+        value.strip().rstrip("/").lower()
+        for value in os.environ.get(name, "").split(",")
+        if value.strip()
+    ]
+
+
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -152,13 +162,14 @@ ASYNC_MAX_RETRIES = _env_number("ASYNC_MAX_RETRIES", 6, int)
 ASYNC_RETRY_BACKOFF_MAX = _env_number("ASYNC_RETRY_BACKOFF_MAX", 600, int)
 ASYNC_MAX_JOB_BYTES = _env_number("ASYNC_MAX_JOB_BYTES", 1_000_000, int)
 # A job lost by a killed worker is sent again after two to three of these.
-ASYNC_SWEEP_INTERVAL = _env_number("ASYNC_SWEEP_INTERVAL", 10.0) or 10.0
+ASYNC_SWEEP_INTERVAL = _env_number("ASYNC_SWEEP_INTERVAL", 10.0)
+if not ASYNC_SWEEP_INTERVAL:
+    raise ValueError(
+        "environment variable ASYNC_SWEEP_INTERVAL=0 would look for lost jobs "
+        "without pause: use a number of seconds such as 10"
+    )
 # Where jobs (and so credentials) may go; empty: this machine only (urls.py).
-ASYNC_ALLOWED_ORIGINS = [
-    value.strip().rstrip("/").lower()
-    for value in os.environ.get("ASYNC_ALLOWED_ORIGINS", "").split(",")
-    if value.strip()
-]
+ASYNC_ALLOWED_ORIGINS = _env_origins("ASYNC_ALLOWED_ORIGINS")
 ASYNC_CREDENTIALS = (os.environ.get("ASYNC_CREDENTIALS") or "token").strip().lower()
 if ASYNC_CREDENTIALS not in ("token", "forward"):
     raise ValueError(
@@ -189,11 +200,7 @@ ASYNC_PUSH_ADDRESS = os.environ.get("ASYNC_PUSH_ADDRESS") or "127.0.0.1"
 ASYNC_PUSH_PLONE_URL = (
     os.environ.get("ASYNC_PUSH_PLONE_URL") or "http://localhost:8080/Plone"
 ).rstrip("/")
-ASYNC_PUSH_ALLOWED_ORIGINS = [
-    value.strip().rstrip("/").lower()
-    for value in os.environ.get("ASYNC_PUSH_ALLOWED_ORIGINS", "").split(",")
-    if value.strip()
-]
+ASYNC_PUSH_ALLOWED_ORIGINS = _env_origins("ASYNC_PUSH_ALLOWED_ORIGINS")
 ASYNC_PUSH_PUBLIC_URL = os.environ.get("ASYNC_PUSH_PUBLIC_URL", "").strip()
 ASYNC_PUSH_CHANNEL_PREFIX = (
     os.environ.get("ASYNC_PUSH_CHANNEL_PREFIX") or "ploneintranet.asynctasks:push:"

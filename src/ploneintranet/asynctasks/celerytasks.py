@@ -20,6 +20,7 @@ from celery.utils import uuid
 import logging
 from ploneintranet.asynctasks import celeryconfig
 from ploneintranet.asynctasks import ledger
+from ploneintranet.asynctasks.brokerloss import RestoreHeldJobs
 from ploneintranet.asynctasks.core import DispatchError
 from ploneintranet.asynctasks.core import JobRefused
 from ploneintranet.asynctasks.core import dispatch
@@ -123,6 +124,8 @@ class LedgerSweep(bootsteps.StartStopStep):
 
 
 app.steps["worker"].add(LedgerSweep)
+# Jobs held when the connection to Redis breaks go back once it is up again.
+app.steps["consumer"].add(RestoreHeldJobs)
 
 
 #: Options shared by every task that sends a job to Plone.

@@ -8,8 +8,11 @@ least once, so duplicates are allowed and reported.
 """
 
 from celery.result import AsyncResult
+import http.server
 import json
+import os
 from plone.testing.zope import WSGI_SERVER_FIXTURE
+from ploneintranet.asynctasks import celeryconfig
 from ploneintranet.asynctasks import celerytasks
 from ploneintranet.asynctasks import ledger
 from ploneintranet.asynctasks.testing import CELERY_WORKER_FIXTURE
@@ -20,8 +23,10 @@ from ploneintranet.asynctasks.tests.base import PipelineTestCase
 from ploneintranet.asynctasks.tests.test_views import authenticator_in
 import redis
 import shutil
+import threading
 import time
 import transaction
+import urllib.parse
 
 
 def taken_task_ids(redis_url):
@@ -265,3 +270,118 @@ class TestRevoked(FaultTestCase):
         self.assertIn(f"Discarding revoked task: {celerytasks.post.name}[{task_id}]", log)
         self.assertNotIn(f"[{task_id}] for", log)  # never sent again
         self.assertNotIn("revoked", self.runs())
+
+
+def jobs_in_redis(redis_url, task_ids):
+    """The ``task_ids`` Redis still has a copy of: taken by a worker, waiting
+    in a queue, or in the ledger (which would send it again)."""
+    client = redis.Redis.from_url(redis_url, socket_timeout=5)
+    try:
+        waiting = [raw for queue in celeryconfig.ASYNC_QUEUES for raw in client.lrange(queue, 0, -1)]
+        found = {json.loads(raw)["headers"]["id"] for raw in waiting}
+        found |= {task_id.decode() for task_id in client.hkeys(ledger.JOBS)}
+    finally:
+        client.close()
+    return (found | taken_task_ids(redis_url)) & set(task_ids)
+
+
+class SlowJobServer:
+    """A loopback HTTP server standing for a slow job view: it answers each
+    POST after ``seconds`` and counts the POSTs per posted ``key``."""
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+        self.posts = {}
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+                key = urllib.parse.parse_qs(body).get("key", ["?"])[0]
+                server.posts[key] = server.posts.get(key, 0) + 1
+                time.sleep(server.seconds)
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/slow-job"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class TestRedisRestartWhileJobsAreHeld(FaultTestCase):
+    """Redis restarts while the worker holds jobs: two waiting for their
+    countdown and one running. The worker stays up (Celery 5.7.0 and kombu
+    5.7.0 alone stop it), and each job runs once
+    (:mod:`ploneintranet.asynctasks.brokerloss`)."""
+
+    countdown = 6  # below the worker's visibility timeout, 10 s
+    running_seconds = 4
+
+    def setUp(self):
+        super().setUp()
+        self.slow = SlowJobServer(self.running_seconds)
+        self.addCleanup(self.slow.close)
+        self.addCleanup(self.restart_a_dead_worker)
+
+    def restart_a_dead_worker(self):
+        # the layer's worker serves the tests that follow
+        if CELERY_WORKER_FIXTURE.process.poll() is not None:
+            CELERY_WORKER_FIXTURE.start_worker()
+
+    def test_redis_restarted_with_its_data(self):
+        self.restart_redis_while_holding_jobs(keep_data=True, outcome="back in its queue")
+
+    def test_redis_restarted_empty(self):
+        self.restart_redis_while_holding_jobs(
+            keep_data=False, outcome="Redis restarted without it: sent again from the worker's copy"
+        )
+
+    def restart_redis_while_holding_jobs(self, keep_data, outcome):
+        redis_url, worker = self.layer["redis_url"], CELERY_WORKER_FIXTURE.process
+        held = self.enqueue_many(2, "held", countdown=self.countdown)
+        running = celerytasks.post.apply_async((self.slow.url, {"key": "running"}, {}, {})).id
+        wait_until(
+            lambda: set(held) <= taken_task_ids(redis_url) and self.slow.posts, 20,
+            interval=0.1, message="the worker to hold two jobs and run one",
+        )
+        if keep_data:
+            self.save_redis(redis_url)
+        REDIS_SERVER_FIXTURE.stop_server()
+        REDIS_SERVER_FIXTURE.start_server()
+        back = time.monotonic()
+        keys = {"held-0", "held-1"}
+
+        def all_done():
+            if worker.poll() is not None:
+                raise AssertionError(f"the worker exited:\n{self.celery_log()[-3000:]}")
+            return keys <= set(self.runs()) and not jobs_in_redis(redis_url, held + [running])
+
+        wait_until(all_done, 45, interval=0.2, message="each job to run and leave Redis")
+        runs = self.runs()
+        self.report(f"held jobs ran {time.monotonic() - back:.1f} s after Redis was back", runs)
+        self.assertEqual(runs, {"held-0": 1, "held-1": 1})
+        self.assertEqual(self.slow.posts, {"running": 1})
+        self.assertIsNone(worker.poll())
+        log = self.celery_log()
+        for task_id in held:
+            self.assertIn(f"[{task_id}] was held when the connection to Redis broke; {outcome}", log)
+
+    def save_redis(self, redis_url):
+        """Write Redis's data to disk, as a Redis with snapshots does when it
+        stops, so the restarted one loads it; the file goes afterwards."""
+        client = redis.Redis.from_url(redis_url, socket_timeout=5)
+        try:
+            client.save()
+        finally:
+            client.close()
+        dump = os.path.join(REDIS_SERVER_FIXTURE.directory, "dump.rdb")
+        self.addCleanup(os.remove, dump)

@@ -221,7 +221,6 @@ class AbstractPost:
             self.task, args, options, self.userid, self.debounce
         )
 
-
     def transform_url(self, url):
         """The absolute url the job is POSTed to, from ``url`` or
         :attr:`url` (see :func:`~ploneintranet.asynctasks.urls.resolve_url`).

@@ -222,7 +222,6 @@ class AsyncStatusView(BrowserView):
             )
         return _check("http round trip", OK, f"POST {url} stored the checksum")
 
-
     def check_lost_jobs(self):
         try:
             jobs, missing = ledger.summary(celerytasks.app)

@@ -10,6 +10,7 @@ authenticator: the page's button, or a monitor that posts the
 ``authenticator`` of the JSON answer back.
 """
 
+from Acquisition import aq_base
 from celery.exceptions import TimeoutError as CeleryTimeout
 import json
 from plone.protect.authenticator import check as check_authenticator
@@ -114,7 +115,7 @@ class AsyncStatusView(BrowserView):
         return _check("credentials", OK, "found " + ", ".join(found))
 
     def check_job_token(self):
-        if getattr(self.context.acl_users, jobtoken.PLUGIN_ID, None) is None:
+        if getattr(aq_base(self.context.acl_users), jobtoken.PLUGIN_ID, None) is None:
             return _check(
                 "credentials", FAIL,
                 f"the job token plugin ({jobtoken.PLUGIN_ID}) is not in acl_users, "

@@ -2,6 +2,7 @@
 
 from ploneintranet.asynctasks import celerytasks
 from ploneintranet.asynctasks import ledger
+from ploneintranet.asynctasks import pas
 from ploneintranet.asynctasks.browser.views import CHECKSUM_KEY
 from ploneintranet.asynctasks.testing import free_port
 from ploneintranet.asynctasks.tests.base import PipelineTestCase
@@ -116,3 +117,11 @@ class TestAsyncStatus(PipelineTestCase):
         self.assertEqual(lost["status"], "WARN")
         # the status view's own http round trip may still be in flight
         self.assertRegex(lost["message"], r"^1 of \d+ job\(s\) in flight vanished")
+
+    def test_a_site_without_the_job_token_plugin_is_told_to_upgrade(self):
+        pas.uninstall(self.portal.acl_users)
+        transaction.commit()
+        report = self.status(format="json").json()
+        credentials = report["checks"][0]
+        self.assertEqual(credentials["status"], "FAIL", report)
+        self.assertIn("run the upgrade steps", credentials["message"])

@@ -5,7 +5,7 @@ Each check either returns what was found or raises
 """
 
 import os
-from ploneintranet.asynctasks.urls import masked_url
+from ploneintranet.asynctasks.wire import masked_url
 import shutil
 import socket
 from supervise import DevServerError

@@ -5,8 +5,8 @@ Run a worker with::
     celery -A ploneintranet.asynctasks.celerytasks worker -l info
 
 Settings come from :mod:`ploneintranet.asynctasks.celeryconfig`. Each task
-only calls :func:`ploneintranet.asynctasks.core.dispatch`; a
-:class:`~ploneintranet.asynctasks.core.DispatchError` (Plone down, 5xx,
+only calls :func:`ploneintranet.asynctasks.worker.dispatch`; a
+:class:`~ploneintranet.asynctasks.errors.DispatchError` (Plone down, 5xx,
 timeout, conflict) is retried with exponential backoff and jitter, a refusal
 (4xx, authorization) is not.
 """
@@ -21,12 +21,15 @@ import logging
 from ploneintranet.asynctasks import celeryconfig
 from ploneintranet.asynctasks import ledger
 from ploneintranet.asynctasks.brokerloss import RestoreHeldJobs
-from ploneintranet.asynctasks.core import DispatchError
-from ploneintranet.asynctasks.core import JobRefused
-from ploneintranet.asynctasks.core import dispatch
-from ploneintranet.asynctasks.jobqueue import superseded
-from ploneintranet.asynctasks.publish import reprs_for_monitors
+from ploneintranet.asynctasks.delivery import delivery_for
+from ploneintranet.asynctasks.delivery import superseded
+from ploneintranet.asynctasks.errors import DispatchError
+from ploneintranet.asynctasks.errors import JobRefused
 from ploneintranet.asynctasks.push import messages
+from ploneintranet.asynctasks.wire import Job
+from ploneintranet.asynctasks.wire import job_user
+from ploneintranet.asynctasks.wire import reprs_for_monitors
+from ploneintranet.asynctasks.worker import dispatch
 import time
 
 
@@ -62,20 +65,24 @@ class JobTask(Task):
     #: Its jobs go into the ledger: :meth:`after_return` crosses them out.
     ledgered = True
 
-    def apply_async(self, args=None, kwargs=None, task_id=None, **options):
-        """Send a job, written into the ledger first. Whatever ``argsrepr``
-        and ``kwargsrepr`` it is given, its message shows monitors the url
-        only (:func:`.publish.reprs_for_monitors`), on every road that comes
-        here: ``immediate=True``, Celery's retries, the ledger's resends and
-        the job queue's fallback."""
+    def apply_async(self, args=None, kwargs=None, task_id=None, producer=None, **options):
+        """Send a job. Whatever ``argsrepr`` and ``kwargsrepr`` it is given,
+        its message shows monitors the url only
+        (:func:`~ploneintranet.asynctasks.wire.reprs_for_monitors`). A job
+        sent without a producer of the caller's own (``delay()``, Celery's
+        retries, the ledger's resends) goes through
+        :func:`~ploneintranet.asynctasks.delivery.delivery_for`, so it is
+        in the ledger before it is sent."""
         options.update(reprs_for_monitors(args, kwargs))
-        if not ledger.is_recorded():  # record() skips eager mode itself
-            task_id = task_id or uuid()
-            ledger.record(self.app, [(self, args or (), dict(options, task_id=task_id))])
-        return super().apply_async(args, kwargs, task_id=task_id, **options)
+        job = None
+        if producer is None and not self.app.conf.task_always_eager:
+            job = Job.from_call(self, args, kwargs, dict(options, task_id=task_id or uuid()))
+        if job is None:
+            return super().apply_async(args, kwargs, task_id=task_id, producer=producer, **options)
+        return delivery_for(self.app).publish([job])[0]
 
     def __call__(self, url, data=None, headers=None, cookies=None):
-        if superseded(self, url, data, messages.job_user(headers)):
+        if superseded(self, Job(self, url, data, userid=job_user(headers))):
             logger.info("%s[%s] for %s: superseded by a later job", self.name, self.request.id, url)
             return "superseded"
         return super().__call__(url, data, headers, cookies)

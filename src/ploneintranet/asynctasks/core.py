@@ -1,39 +1,40 @@
-"""The engine: :class:`AbstractPost` prepares a job in Plone, :func:`dispatch`
-sends it from Celery.
+"""The engine, Plone's side: :class:`AbstractPost` prepares a job in a
+user's request and queues it for the end of the transaction.
 
-Build your own jobs on these two; neither imports
-:mod:`ploneintranet.asynctasks.celerytasks`, so they can serve any Celery app.
+Build your own jobs on it. It does not import
+:mod:`ploneintranet.asynctasks.celerytasks`, so it can serve any Celery app;
+the worker's side, :func:`~ploneintranet.asynctasks.worker.dispatch`, is also
+importable from here, as in ploneintranet.async.
 """
 
 from AccessControl import getSecurityManager
 from Acquisition import aq_base
 from datetime import datetime
 from datetime import timezone
-from http.cookiejar import DefaultCookiePolicy
 import json
 import logging
-import os
 from plone.keyring.interfaces import IKeyManager
 from plone.protect.authenticator import createToken
 from ploneintranet.asynctasks import celeryconfig
 from ploneintranet.asynctasks import jobtoken
 from ploneintranet.asynctasks.broker import redis_client
-from ploneintranet.asynctasks.errors import AsyncTaskError  # noqa: F401
-from ploneintranet.asynctasks.errors import AuthorizationError
-from ploneintranet.asynctasks.errors import DispatchError
-from ploneintranet.asynctasks.errors import JobRefused
+from ploneintranet.asynctasks.delivery import delivery_for
+from ploneintranet.asynctasks.errors import AsyncTaskError
+from ploneintranet.asynctasks.errors import AuthorizationError  # noqa: F401
+from ploneintranet.asynctasks.errors import DispatchError  # noqa: F401
+from ploneintranet.asynctasks.errors import JobRefused  # noqa: F401
 from ploneintranet.asynctasks.interfaces import IAsyncTask
-from ploneintranet.asynctasks.jobqueue import AUTHENTICATOR_FIELD
 from ploneintranet.asynctasks.jobqueue import jobs_of_transaction
-from ploneintranet.asynctasks.publish import reprs_for_monitors
-from ploneintranet.asynctasks.urls import allowed_description
-from ploneintranet.asynctasks.urls import check_http_url
-from ploneintranet.asynctasks.urls import check_target
-from ploneintranet.asynctasks.urls import is_allowed
-from ploneintranet.asynctasks.urls import masked_url  # noqa: F401
 from ploneintranet.asynctasks.urls import resolve_url
-import re
-import requests
+from ploneintranet.asynctasks.wire import AUTH_COOKIE
+from ploneintranet.asynctasks.wire import AUTHENTICATOR_FIELD
+from ploneintranet.asynctasks.wire import TASK_NAME_HEADER
+from ploneintranet.asynctasks.wire import TOKEN_HEADER
+from ploneintranet.asynctasks.wire import USER_HEADER
+from ploneintranet.asynctasks.wire import Job
+from ploneintranet.asynctasks.wire import check_target
+from ploneintranet.asynctasks.wire import header_problem
+from ploneintranet.asynctasks.worker import dispatch  # noqa: F401 (ported code's import)
 import time
 from urllib.parse import quote
 from zope.component import getUtility
@@ -43,34 +44,6 @@ from zope.interface import implementer
 
 
 logger = logging.getLogger("ploneintranet.asynctasks")
-
-#: Cookie that carries a Plone login (plone.session / PlonePAS).
-AUTH_COOKIE = "__ac"
-#: Header with the Celery task name, for routing by HAProxy or Nginx.
-TASK_NAME_HEADER = "X-celery-task-name"
-#: Header naming the user a job runs as; for logs only, never trusted.
-USER_HEADER = "X-Async-User"
-
-# Answers that may succeed on a later try.
-RETRYABLE_STATUSES = frozenset({408, 409, 425, 429})
-# Markers of Plone's login form and "Insufficient Privileges" page.
-AUTHORIZATION_MARKERS = (
-    "insufficient_privileges",
-    "insufficient-privileges",
-    "require_login",
-    "/login",
-    "credentials_cookie_auth",
-    'id="login-form"',
-    "template-login",
-)
-# A header or cookie name: an HTTP token (RFC 9110), so nothing can end it early.
-HTTP_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-# In a value: a control character (CR/LF would start another header), and in
-# a cookie also ";" (another cookie); a regex: this runs for every job.
-FORBIDDEN_IN_HEADER = re.compile(r"[\x00-\x1f\x7f]")
-FORBIDDEN_IN_COOKIE = re.compile(r"[\x00-\x1f\x7f;]")
-NOT_LATIN_1 = re.compile(r"[^\x00-\xff]")
-
 
 def capture_credentials(request):
     """Return ``(cookies, headers)`` with the user's Plone credentials.
@@ -193,7 +166,7 @@ class AbstractPost:
         if self.userid is not None and celeryconfig.ASYNC_CREDENTIALS == "token":
             expires = time.time() + delay + celeryconfig.ASYNC_TOKEN_LIFETIME
             secret = getUtility(IKeyManager).secret(jobtoken.RING)
-            job_headers[jobtoken.TOKEN_HEADER] = jobtoken.sign(secret, self.userid, url, expires)
+            job_headers[TOKEN_HEADER] = jobtoken.sign(secret, self.userid, url, expires)
         job_cookies = dict(self.cookies, **(cookies or {}))
         args = (url, job_data, job_headers, job_cookies)
         try:
@@ -213,13 +186,12 @@ class AbstractPost:
                 f"{celeryconfig.ASYNC_MAX_JOB_BYTES}; pass a reference (a UID or "
                 "path) and let the worker view load the data"
             )
-        if immediate:  # any task: its message shows monitors the url only
-            return self.task.apply_async(args, **dict(options, **reprs_for_monitors(args)))
         if self.debounce:
             redis_client(self.task.app, needed_for="debounce")  # say so now
-        return jobs_of_transaction().add(
-            self.task, args, options, self.userid, self.debounce
-        )
+        job = Job.create(self.task, args, options, self.userid, self.debounce)
+        if immediate:
+            return delivery_for(self.task.app).publish([job])[0]
+        return jobs_of_transaction().add(job)
 
     def transform_url(self, url):
         """The absolute url the job is POSTed to, from ``url`` or
@@ -271,131 +243,3 @@ def _current_userid():
     if user is None or user.getUserName() == "Anonymous User":
         return None
     return user.getId() or user.getUserName()
-
-
-# --- the Celery side ---------------------------------------------------------
-
-
-class _NoCookies(DefaultCookiePolicy):
-    """Keep no cookie a response sets: jobs of different users share a session."""
-
-    def set_ok(self, cookie, request):
-        return False
-
-
-_session = None
-_session_pid = None
-
-
-def http_session():
-    """Return this process's pooled :class:`requests.Session`."""
-    global _session, _session_pid
-    if _session is None or _session_pid != os.getpid():
-        session = requests.Session()
-        # No proxies or .netrc from the environment: credentials go only to Plone.
-        session.trust_env = False
-        session.cookies.set_policy(_NoCookies())
-        _session, _session_pid = session, os.getpid()
-    return _session
-
-
-def header_problem(headers, cookies):
-    """Say what in ``headers`` or ``cookies`` cannot be sent as it is, or
-    ``None``: a name that is not an HTTP token, a control character (CR/LF
-    would start another header) or ``;`` (another cookie) in a value, or a
-    value outside Latin-1. Values are never quoted: they may be credentials."""
-    for kind, values, separators, forbidden in (
-        ("header", headers, "", FORBIDDEN_IN_HEADER),
-        ("cookie", cookies, ";", FORBIDDEN_IN_COOKIE),
-    ):
-        for name, value in (values or {}).items():
-            if not HTTP_TOKEN.fullmatch(str(name)):
-                return f"{kind} name {str(name)!r} is not an HTTP token"
-            value = str(value)
-            if forbidden.search(value):
-                also = f" or {separators!r}" if separators else ""
-                return f"the value of {kind} {name} has a control character{also}"
-            if NOT_LATIN_1.search(value):
-                return f"the value of {kind} {name} has characters outside Latin-1"
-    return None
-
-
-def _as_text(values):
-    return {str(name): str(value) for name, value in (values or {}).items()}
-
-
-def dispatch(url, data=None, headers=None, cookies=None):
-    """POST a job to Plone and return the :class:`requests.Response`.
-
-    :raises DispatchError: the job may succeed later (no connection, timeout,
-        5xx, 408/409/425/429); Celery tasks retry it.
-    :raises AuthorizationError: Plone did not accept the user (401, 403, a
-        redirect to or a page of the login form, "Insufficient Privileges").
-    :raises JobRefused: any other 4xx answer, or (checked before anything
-        is sent) a url that is not plain http(s) or whose origin is not
-        allowed (:func:`~ploneintranet.asynctasks.urls.is_allowed`), or a
-        header or cookie that could smuggle in another (see
-        :func:`header_problem`). An expired job token is an
-        :class:`AuthorizationError`, raised before anything is sent.
-
-    Redirects are not followed. Credential values are never logged.
-    """
-    check_http_url(url)
-    problem = header_problem(headers, cookies)
-    if problem:
-        raise JobRefused(f"not sending a job to {url}: {problem}")
-    headers = _as_text(headers)
-    user = headers.get(USER_HEADER, "unknown user")
-    if not is_allowed(url):
-        raise JobRefused(
-            f"not sending a job as {user} to {url}: its origin is not allowed "
-            f"({allowed_description()}); add the portal's (internal) origin to "
-            "ASYNC_ALLOWED_ORIGINS if this is your site"
-        )
-    token = jobtoken.read(headers.get(jobtoken.TOKEN_HEADER, ""))
-    if token is not None and token[2] < time.time():
-        raise AuthorizationError(
-            f"not sending a job as {user} to {url}: its token expired "
-            f"{time.time() - token[2]:.0f} s ago, so Plone would refuse it; it "
-            "waited longer than ASYNC_TOKEN_LIFETIME="
-            f"{celeryconfig.ASYNC_TOKEN_LIFETIME} s: raise that setting if jobs wait so long"
-        )
-    started = time.monotonic()
-    try:
-        response = http_session().post(
-            url,
-            data=data or {},
-            headers=headers,
-            cookies=_as_text(cookies),
-            timeout=(celeryconfig.ASYNC_CONNECT_TIMEOUT, celeryconfig.ASYNC_READ_TIMEOUT),
-            allow_redirects=False,
-        )
-    except requests.RequestException as error:
-        raise DispatchError(
-            f"POST {url} as {user} failed: {type(error).__name__}: {error}"
-        ) from None
-    elapsed = (time.monotonic() - started) * 1000
-    status = response.status_code
-    where = f"POST {url} as {user} -> {status} in {elapsed:.0f} ms"
-    if status in (401, 403) or _is_login_page(response):
-        raise AuthorizationError(
-            f"{where}: Plone did not authorise the job's user; check that "
-            "they may use this view and that their login has not expired"
-        )
-    if status >= 500 or status in RETRYABLE_STATUSES:
-        raise DispatchError(f"{where}: Plone could not do the job now")
-    if status >= 400:
-        raise JobRefused(f"{where}: Plone refused the job")
-    logger.info(where)
-    return response
-
-
-def _is_login_page(response):
-    if response.is_redirect:
-        location = response.headers.get("Location", "")
-        return any(marker in location for marker in AUTHORIZATION_MARKERS)
-    content_type = response.headers.get("Content-Type", "")
-    if "html" not in content_type:
-        return False
-    body = response.text[:65536]
-    return 'id="login-form"' in body or "template-insufficient_privileges" in body

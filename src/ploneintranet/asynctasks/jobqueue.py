@@ -1,59 +1,25 @@
 """Jobs wait for the user's transaction: sent when it commits, never if it
-aborts, and collapsed when identical or debounced.
+aborts, and collapsed when identical.
 
 A transaction that enqueued jobs gets one :class:`JobsOfTransaction` data
 manager. In the two-phase commit it checks, while the transaction can still
 be aborted, that the broker answers; if not, the whole transaction fails with
 :class:`~ploneintranet.asynctasks.errors.AsyncTaskError`, so the user's save
 and its jobs are lost together and the user is told. After the commit it
-writes the jobs into the :mod:`~ploneintranet.asynctasks.ledger` and
-publishes them on one broker connection.
+hands the jobs to the :func:`~ploneintranet.asynctasks.delivery.delivery_for`
+their Celery app.
 """
 
-import json
 import logging
-from ploneintranet.asynctasks import ledger
-from ploneintranet.asynctasks import publish
-from ploneintranet.asynctasks.broker import is_redis
-from ploneintranet.asynctasks.broker import redis_client
+from ploneintranet.asynctasks.delivery import delivery_for
 from ploneintranet.asynctasks.errors import AsyncTaskError
-from ploneintranet.asynctasks.urls import masked_url
+from ploneintranet.asynctasks.wire import masked_url
 import transaction
 from transaction.interfaces import ISavepointDataManager
-import uuid
 from zope.interface import implementer
 
 
 logger = logging.getLogger("ploneintranet.asynctasks")
-
-#: Form field that plone.protect checks; it differs per job, so it is not part
-#: of what makes two jobs identical.
-AUTHENTICATOR_FIELD = "_authenticator"
-DEBOUNCE_PREFIX = "ploneintranet.asynctasks:debounce:"
-
-
-def fingerprint(task_name, url, data, userid):
-    """What makes two jobs the same: task, url, data (without the token) and
-    the user they run as (``None``: anonymous), so that one user's job never
-    replaces another's."""
-    data = {k: v for k, v in (data or {}).items() if k != AUTHENTICATOR_FIELD}
-    return json.dumps([task_name, url, data, userid], sort_keys=True)
-
-
-def superseded(task, url, data, userid):
-    """True if a later debounced job of the same user for the same target
-    replaced this one."""
-    if getattr(task.request, "eta", None) is None:
-        return False  # a debounced job is delayed; skip the Redis round trip
-    key = DEBOUNCE_PREFIX + fingerprint(task.name, url, data, userid)
-    try:
-        client = redis_client(task.app)
-    except AsyncTaskError:
-        return False
-    latest = client.get(key)
-    if latest is None:
-        return False
-    return latest.decode() != task.request.id
 
 
 @implementer(ISavepointDataManager)
@@ -64,19 +30,18 @@ class JobsOfTransaction:
         self.transaction_manager = transaction_manager
         self.jobs = {}
 
-    def add(self, task, args, options, userid, debounce=None):
-        """Queue a job; return the ``AsyncResult`` it will have."""
-        key = fingerprint(task.name, args[0], args[1], userid)
-        if key not in self.jobs:
-            options.setdefault("task_id", str(uuid.uuid4()))
-            # the arguments hold credentials (and their repr costs more than
-            # the rest of the message); any task's fallback to apply_async too
-            options.update(publish.reprs_for_monitors(args))
-            if debounce:
-                options.setdefault("countdown", debounce)
-            self.jobs[key] = (task, args, options, userid, debounce)
-        task, _, options, _, _ = self.jobs[key]
-        return task.AsyncResult(options["task_id"])
+    def add(self, job):
+        """Queue a :class:`~ploneintranet.asynctasks.delivery.Job`, unless
+        an identical one is queued already; return the ``AsyncResult`` the
+        queued one will have."""
+        job = self.jobs.setdefault(job.fingerprint, job)
+        return job.task.AsyncResult(job.id)
+
+    def _by_app(self, jobs):
+        apps = {}
+        for job in jobs.values():
+            apps.setdefault(job.task.app, []).append(job)
+        return apps.items()
 
     def sortKey(self):
         # Vote after the ZODB, so no broker work is done for a failing commit.
@@ -89,11 +54,9 @@ class JobsOfTransaction:
         pass
 
     def tpc_vote(self, txn):
-        for app in {task.app for task, *_ in self.jobs.values()}:
-            if app.conf.task_always_eager:
-                continue
+        for app, _ in self._by_app(self.jobs):
             try:
-                _ping(app)
+                delivery_for(app).check()
             except Exception as error:
                 raise AsyncTaskError(
                     f"the job queue at {masked_url(app.conf.broker_url)} does not "
@@ -104,27 +67,8 @@ class JobsOfTransaction:
 
     def tpc_finish(self, txn):
         jobs, self.jobs = self.jobs, {}
-        for app in {task.app for task, *_ in jobs.values()}:
-            mine = [job for job in jobs.values() if job[0].app is app]
-            if app.conf.task_always_eager:
-                for job in mine:
-                    _send(None, *job)
-                continue
-            triples = [(task, args, options) for task, args, options, *_ in mine]
-            if publish.can_send(app, triples):
-                try:
-                    publish.send(app, triples, _debounce_keys(mine))
-                    continue
-                except Exception as error:
-                    logger.warning(
-                        "could not send %d job(s) in one round trip (%s: %s); "
-                        "sending them one by one", len(mine), type(error).__name__, error,
-                    )
-            # Into the ledger first, so a job lost on its way is sent again.
-            ledger.record(app, triples)
-            # One pooled connection for all the jobs of the transaction.
-            with ledger.recorded(), app.producer_or_acquire() as producer:
-                _send_together(producer, mine)
+        for app, mine in self._by_app(jobs):
+            delivery_for(app).send(mine)
 
     def abort(self, txn):
         self._forget()
@@ -149,76 +93,6 @@ class _Savepoint:
 
     def rollback(self):
         self.manager.jobs = dict(self.jobs)
-
-
-def _send_together(producer, jobs):
-    """Send ``jobs`` in one round trip where the broker allows it (Redis,
-    kombu 5.7); should that fail, send them again one by one, each with
-    Celery's publish retries (delivery stays at least once)."""
-    if len(jobs) == 1 or not getattr(producer, "supports_batch_publish", False):
-        for job in jobs:
-            _send(producer, *job)
-        return
-    buffered = []
-    try:
-        with producer.batch():
-            buffered = [job for job in jobs if _send(producer, *job)]
-    except Exception as error:
-        logger.warning(
-            "could not send %d job(s) in one round trip (%s: %s); sending "
-            "them one by one", len(buffered), type(error).__name__, error,
-        )
-        for job in buffered:
-            _send(producer, *job)
-
-
-def _debounce_key(task, args, options, userid, debounce):
-    """(key, task id, seconds): the debounced job that is the latest."""
-    key = DEBOUNCE_PREFIX + fingerprint(task.name, args[0], args[1], userid)
-    return key, options["task_id"], int(debounce) + 3600
-
-
-def _debounce_keys(jobs):
-    return [
-        _debounce_key(task, args, options, userid, debounce)
-        for task, args, options, userid, debounce in jobs
-        if debounce
-    ]
-
-
-def _send(producer, task, args, options, userid, debounce):
-    """Send one job; True if it was handed over, else log LOST JOB."""
-    try:
-        if debounce:
-            key, task_id, seconds = _debounce_key(task, args, options, userid, debounce)
-            redis_client(task.app, needed_for="debounce").set(key, task_id, ex=seconds)
-        task.apply_async(args, producer=producer, **options)
-        return True
-    except Exception:
-        # The data is committed; the job can only be reported, for a site
-        # administrator to redo the work (credentials are not logged).
-        logger.exception(
-            "LOST JOB: could not send %s[%s] for %s as %s to %s after the "
-            "transaction committed",
-            task.name,
-            options["task_id"],
-            args[0],
-            userid,
-            masked_url(task.app.conf.broker_url),
-        )
-
-
-def _ping(app):
-    """Make a round trip to the broker of ``app``.
-
-    Not through Celery's producer pool: a pooled connection may be stale, and
-    a broken one must not be handed back to the pool.
-    """
-    if is_redis(app.conf.broker_url):
-        redis_client(app).ping()
-    else:
-        with app.connection_for_write() as connection:
-            connection.ensure_connection(max_retries=1)
 
 
 def jobs_of_transaction():

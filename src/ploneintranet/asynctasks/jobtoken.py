@@ -20,8 +20,6 @@ from urllib.parse import unquote
 from urllib.parse import urlsplit
 
 
-#: The header that carries a job's token.
-TOKEN_HEADER = "X-Async-Token"
 #: Id of the PAS plugin that accepts tokens, in the site's ``acl_users``.
 PLUGIN_ID = "asynctasks_job_token"
 #: The plone.keyring ring whose secrets sign tokens.

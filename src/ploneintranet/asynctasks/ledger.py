@@ -24,16 +24,16 @@ The ledger holds the same arguments as the message itself (the job's
 credentials included), in the broker's Redis, for as long as the message.
 """
 
-from contextlib import contextmanager
 from datetime import datetime
 from datetime import timedelta
 from datetime import timezone
 import json
+from kombu.transport.redis import PRIORITY_STEPS
+from kombu.transport.redis import Channel
 import logging
 from ploneintranet.asynctasks import celeryconfig
 from ploneintranet.asynctasks.broker import is_redis
 from ploneintranet.asynctasks.broker import redis_client
-import threading
 import time
 
 
@@ -48,6 +48,8 @@ DUE = PREFIX + ":due"
 MISSING = PREFIX + ":missing"
 #: task id -> when it was sent and to which queue: ``"<time>\t<queue>"``
 SENT = PREFIX + ":sent"
+#: the names of the queues jobs in the ledger were sent to
+QUEUES = PREFIX + ":queues"
 #: held by the worker that sweeps, for one interval
 SWEEPING = PREFIX + ":sweeping"
 
@@ -60,27 +62,32 @@ SWEEP_LIMIT = 1000
 #: missing job is longer, that job is not sent again.
 LONGEST_QUEUE_READ = 20_000
 
-_local = threading.local()
-
 # Within Redis, atomically: which jobs due for a look are neither taken by a
 # worker nor waiting in their queue, and were not on the previous sweep either.
-# KEYS: DUE, MISSING, SENT, JOBS, unacked; ARGV: now, interval, limit, longest
-# queue read. The queue lists are named by SENT (kombu keeps a queue's
-# messages of priority 3, 6 and 9 in lists of their own).
+# KEYS: DUE, MISSING, SENT, JOBS, unacked, then the lists of each queue (kombu
+# keeps a queue's messages of each priority step in a list of its own);
+# ARGV: now, interval, limit, longest queue read, lists per queue, the queues.
 _SWEEP = """
 local now, interval = tonumber(ARGV[1]), tonumber(ARGV[2])
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
 if #due == 0 then return {} end
-local function id_of(message)
-  return string.match(message, '"id": *"([^"]+)"')
+local per_queue, lists = tonumber(ARGV[5]), {}
+for i = 6, #ARGV do
+  local first, names = 6 + (i - 6) * per_queue, {}
+  for k = 0, per_queue - 1 do table.insert(names, KEYS[first + k]) end
+  lists[ARGV[i]] = names
+end
+-- a message in a queue is kombu's envelope; in unacked, [envelope, exchange, key]
+local function id_of(raw)
+  local ok, message = pcall(cjson.decode, raw)
+  if not ok or type(message) ~= 'table' then return nil end
+  if type(message[1]) == 'table' then message = message[1] end
+  return type(message.headers) == 'table' and message.headers.id or nil
 end
 local taken = {}
 for _, message in ipairs(redis.call('HVALS', KEYS[5])) do
   local id = id_of(message)
   if id then taken[id] = true end
-end
-local function lists(queue)
-  return {queue, queue .. '\6\0223', queue .. '\6\0226', queue .. '\6\0229'}
 end
 local function sent_of(id)
   local sent = id and redis.call('HGET', KEYS[3], id)
@@ -94,7 +101,7 @@ local oldest = {}
 local function oldest_of(queue)
   if oldest[queue] == nil then
     local found = false
-    for _, list in ipairs(lists(queue)) do
+    for _, list in ipairs(lists[queue]) do
       local message = redis.call('LINDEX', list, -1)
       if message then
         local time = sent_of(id_of(message))
@@ -111,11 +118,11 @@ local waiting = {}
 local function waiting_in(queue)
   if waiting[queue] == nil then
     local ids, length = {}, 0
-    for _, list in ipairs(lists(queue)) do length = length + redis.call('LLEN', list) end
+    for _, list in ipairs(lists[queue]) do length = length + redis.call('LLEN', list) end
     if length > tonumber(ARGV[4]) then
       ids = false
     else
-      for _, list in ipairs(lists(queue)) do
+      for _, list in ipairs(lists[queue]) do
         for _, message in ipairs(redis.call('LRANGE', list, 0, -1)) do
           local id = id_of(message)
           if id then ids[id] = true end
@@ -132,7 +139,7 @@ for _, id in ipairs(due) do
   local found = taken[id]
   if not found then
     local time, queue = sent_of(id)
-    if queue == nil then
+    if queue == nil or lists[queue] == nil then
       found = true  -- finished meanwhile, or not ours to judge
     else
       local first = oldest_of(queue)
@@ -158,18 +165,19 @@ for _, id in ipairs(due) do
 end
 return lost
 """
+_scripts = {}
 
 
-def _keeps_ledger(app):
+def keeps_ledger(app):
+    """True if jobs of ``app`` are kept in the ledger: a Redis broker, not eager."""
     return not app.conf.task_always_eager and is_redis(app.conf.broker_url)
 
 
-def _entry(task, args, options, now):
+def _entry(job, now):
     """The ledger's JSON of one job: what it takes to send it again."""
-    kept = {}
-    for name in ("queue", "priority", "routing_key"):
-        if options.get(name) is not None:
-            kept[name] = options[name]
+    options = job.options
+    kept = {name: options[name] for name in ("queue", "priority", "routing_key")
+            if options.get(name) is not None}
     eta = options.get("eta")
     if eta is None and options.get("countdown"):
         eta = datetime.fromtimestamp(now, timezone.utc) + timedelta(seconds=options["countdown"])
@@ -180,83 +188,46 @@ def _entry(task, args, options, now):
         expires = datetime.fromtimestamp(now, timezone.utc) + timedelta(seconds=expires)
     if expires is not None:
         kept["expires"] = expires.isoformat()
-    return json.dumps({"task": task.name, "args": list(args), "options": kept, "resends": 0})
+    return json.dumps({"task": job.task.name, "args": list(job.args), "options": kept, "resends": 0})
 
 
-def record(app, jobs):
-    """Write ``jobs`` ((task, args, options) with ``options["task_id"]``) into
-    the ledger in one round trip, before they are published.
-
-    A failure is logged, not raised: the ledger is a safety net, and the
-    publish that follows reports a broker that is down.
-    """
-    if not jobs or not _keeps_ledger(app):
-        return
-    try:
-        pipe = redis_client(app).pipeline(transaction=False)
-        add_to(pipe, app, jobs)
-        pipe.execute()
-    except Exception as error:
-        logger.warning(
-            "could not write %d job(s) into the ledger (%s: %s): they are sent, "
-            "but would not be sent again if a worker lost them",
-            len(jobs), type(error).__name__, error,
-        )
-
-
-def add_to(pipe, app, jobs, routes=None):
-    """Add the commands that write ``jobs`` into the ledger to the Redis
-    pipeline ``pipe``, for a caller that sends the jobs in the same round
-    trip. Only jobs of tasks with a true ``ledgered`` attribute (those built
-    on :class:`~ploneintranet.asynctasks.celerytasks.JobTask`, which cross
-    their jobs out when finished) are written. ``routes`` caches
-    :func:`queue_of` across calls."""
+def add_to(pipe, app, jobs):
+    """Add to the Redis pipeline ``pipe`` the commands that write ``jobs``
+    (:class:`~ploneintranet.asynctasks.delivery.Job`) into the ledger, to be
+    sent before the jobs themselves. Only jobs of tasks with a true
+    ``ledgered`` attribute (those built on
+    :class:`~ploneintranet.asynctasks.celerytasks.JobTask`, which cross their
+    jobs out when finished) are written. A job already there (a retry, or
+    sent again by the sweep) keeps its entry; when and where it was sent is
+    updated."""
     now = time.time()
     due = now + celeryconfig.ASYNC_SWEEP_INTERVAL
-    routes = {} if routes is None else routes
-    entries, sent = {}, {}
-    for task, args, options in jobs:
-        if not getattr(task, "ledgered", False):
+    routes, sent = {}, {}
+    for job in jobs:
+        if not getattr(job.task, "ledgered", False):
             continue  # nothing would cross it out when it is finished
-        task_id = options["task_id"]
-        entries[task_id] = _entry(task, args, options, now)
-        sent[task_id] = f"{now!r}\t{queue_of(app, task, args, options, routes).name}"
-    if entries:
-        pipe.hset(JOBS, mapping=entries)
+        pipe.hsetnx(JOBS, job.id, _entry(job, now))
+        queue = queue_of(app, job, routes)
+        sent[job.id] = f"{now!r}\t{queue}"
+    if sent:
         pipe.hset(SENT, mapping=sent)
-        pipe.zadd(DUE, dict.fromkeys(entries, due))
+        pipe.zadd(DUE, dict.fromkeys(sent, due))
+        pipe.sadd(QUEUES, *set(routes.values()))
 
 
-def queue_of(app, task, args, options, routes):
-    """The queue (a kombu ``Queue``) Celery's router gives a job; looked up
-    once per task and ``queue`` option, kept in the dict ``routes``."""
-    key = (task.name, options.get("queue"))
+def queue_of(app, job, routes):
+    """The name of the queue Celery's router gives ``job``; looked up once
+    per task and ``queue`` option, kept in the dict ``routes``."""
+    key = (job.task.name, job.options.get("queue"))
     if key not in routes:
-        asked = {"queue": options["queue"]} if options.get("queue") else {}
-        routes[key] = app.amqp.router.route(asked, task.name, args, {}, task)["queue"]
+        asked = {"queue": job.options["queue"]} if job.options.get("queue") else {}
+        routes[key] = app.amqp.router.route(asked, job.task.name, job.args, {}, job.task)["queue"].name
     return routes[key]
-
-
-@contextmanager
-def recorded():
-    """Context manager: the jobs published inside it are in the ledger
-    already, so :meth:`JobTask.apply_async` does not write them again."""
-    outer = is_recorded()
-    _local.recorded = True
-    try:
-        yield
-    finally:
-        _local.recorded = outer
-
-
-def is_recorded():
-    """True inside :class:`recorded`."""
-    return getattr(_local, "recorded", False)
 
 
 def forget(app, task_id):
     """Cross a finished job out of the ledger."""
-    if not _keeps_ledger(app):
+    if not keeps_ledger(app):
         return
     try:
         pipe = redis_client(app).pipeline(transaction=False)
@@ -290,17 +261,17 @@ def sweep(app, hostname="worker"):
     client = redis_client(app)
     if not client.set(SWEEPING, hostname, nx=True, px=int(interval * 900)):
         return []
+    if client not in _scripts:
+        _scripts[client] = client.register_script(_SWEEP)
+    queues = sorted(name.decode() for name in client.smembers(QUEUES))
     unacked = (app.conf.broker_transport_options or {}).get("unacked_key", "unacked")
     keys = [DUE, MISSING, SENT, JOBS, unacked]
-    lost = client.eval(
-        _SWEEP, len(keys), *keys, time.time(), interval, SWEEP_LIMIT, LONGEST_QUEUE_READ
-    )
-    resent = []
-    for raw_id in lost:
-        task_id = raw_id.decode()
-        if _resend(app, client, task_id):
-            resent.append(task_id)
-    return resent
+    for queue in queues:
+        keys += [f"{queue}{Channel.sep}{step}" if step else queue for step in PRIORITY_STEPS]
+    lost = _scripts[client](keys=keys, args=[
+        time.time(), interval, SWEEP_LIMIT, LONGEST_QUEUE_READ, len(PRIORITY_STEPS), *queues
+    ])
+    return [task_id.decode() for task_id in lost if _resend(app, client, task_id.decode())]
 
 
 def _resend(app, client, task_id):
@@ -335,9 +306,6 @@ def _resend(app, client, task_id):
         "it): sent again (%d of %d)",
         job["task"], task_id, url, job["resends"], MAX_RESENDS,
     )
-    # the new message waits behind every other one
-    queue = queue_of(app, task, job["args"], options, {}).name
-    client.hset(SENT, task_id, f"{time.time()!r}\t{queue}")
-    with recorded():
-        task.apply_async(job["args"], task_id=task_id, **options)
+    # through the task's own road, so its ledger entry says when it was sent
+    task.apply_async(job["args"], task_id=task_id, **options)
     return True

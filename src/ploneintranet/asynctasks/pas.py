@@ -14,6 +14,7 @@ from Acquisition import aq_base
 import logging
 from plone.keyring.interfaces import IKeyManager
 from ploneintranet.asynctasks import jobtoken
+from ploneintranet.asynctasks.wire import TOKEN_HEADER
 from Products.PluggableAuthService.interfaces.plugins import IAuthenticationPlugin
 from Products.PluggableAuthService.interfaces.plugins import IExtractionPlugin
 from Products.PluggableAuthService.interfaces.plugins import IRolesPlugin
@@ -48,7 +49,7 @@ class JobTokenPlugin(BasePlugin):
         self.title = title
 
     def extractCredentials(self, request):
-        token = request.getHeader(jobtoken.TOKEN_HEADER)
+        token = request.getHeader(TOKEN_HEADER)
         if not token:
             return {}
         path = request.environ.get("SCRIPT_NAME", "") + request.environ.get("PATH_INFO", "")

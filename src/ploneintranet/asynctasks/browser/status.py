@@ -24,7 +24,7 @@ from ploneintranet.asynctasks.browser.views import CHECKSUM_KEY
 from ploneintranet.asynctasks.browser.views import CheckTaskView
 from ploneintranet.asynctasks.core import AsyncTaskError
 from ploneintranet.asynctasks.core import capture_credentials
-from ploneintranet.asynctasks.core import masked_url
+from ploneintranet.asynctasks.wire import masked_url
 from Products.Five.browser import BrowserView
 from Products.Five.browser.pagetemplatefile import ViewPageTemplateFile
 import transaction

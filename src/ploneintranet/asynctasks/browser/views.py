@@ -10,7 +10,7 @@ confirmation form and changes nothing, a forged one is refused with 403.
 import logging
 from plone.protect.authenticator import check
 from ploneintranet.asynctasks import previews
-from ploneintranet.asynctasks.core import AUTHENTICATOR_FIELD
+from ploneintranet.asynctasks.wire import AUTHENTICATOR_FIELD
 from Products.Five.browser import BrowserView
 from Products.Five.browser.pagetemplatefile import ViewPageTemplateFile
 from zope.annotation.interfaces import IAnnotations

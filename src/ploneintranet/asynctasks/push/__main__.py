@@ -11,7 +11,7 @@ from ploneintranet.asynctasks import celeryconfig
 from ploneintranet.asynctasks.push.server import Channels
 from ploneintranet.asynctasks.push.server import listen
 from ploneintranet.asynctasks.push.server import make_app
-from ploneintranet.asynctasks.urls import masked_url
+from ploneintranet.asynctasks.wire import masked_url
 import signal
 
 

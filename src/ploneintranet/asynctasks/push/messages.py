@@ -10,9 +10,9 @@ id is ``target``.
 import json
 import logging
 from ploneintranet.asynctasks import celeryconfig
-from ploneintranet.asynctasks.core import USER_HEADER
+from ploneintranet.asynctasks.broker import client_for
+from ploneintranet.asynctasks.wire import job_user
 import redis
-from urllib.parse import unquote
 
 
 logger = logging.getLogger("ploneintranet.asynctasks")
@@ -23,28 +23,14 @@ FAILED = "failed"
 SNIPPET_URL_FIELD = "push_snippet_url"
 TARGET_FIELD = "push_target"
 
-_clients = {}
-
-
 def channel(userid):
     """The Redis pub/sub channel of ``userid``."""
     return celeryconfig.ASYNC_PUSH_CHANNEL_PREFIX + userid
 
 
-def job_user(headers):
-    """The user a job ran as (its ``X-Async-User`` header), or ``None`` for
-    an anonymous job, which nobody is told about."""
-    value = (headers or {}).get(USER_HEADER)
-    userid = unquote(value) if value else None
-    return None if userid in (None, "", "Anonymous User") else userid
-
-
 def redis_connection(url=None):
     """This process's client of the push Redis (``ASYNC_PUSH_REDIS_URL``)."""
-    url = url or celeryconfig.ASYNC_PUSH_REDIS_URL
-    if url not in _clients:
-        _clients[url] = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
-    return _clients[url]
+    return client_for(url or celeryconfig.ASYNC_PUSH_REDIS_URL)
 
 
 def publish(userid, task, status, snippet_url="", target="", url=None):

@@ -19,7 +19,7 @@ import asyncio
 import logging
 from ploneintranet.asynctasks import celeryconfig
 from ploneintranet.asynctasks.push.messages import channel
-from ploneintranet.asynctasks.urls import origin
+from ploneintranet.asynctasks.wire import origin
 import re
 import redis
 import redis.asyncio as aioredis

@@ -18,13 +18,14 @@ from plone.app.testing import TEST_USER_PASSWORD
 from ploneintranet.asynctasks import celeryconfig
 from ploneintranet.asynctasks import celerytasks
 from ploneintranet.asynctasks import ledger
-from ploneintranet.asynctasks import publish
 from ploneintranet.asynctasks import tasks
-from ploneintranet.asynctasks.core import TASK_NAME_HEADER
-from ploneintranet.asynctasks.core import USER_HEADER
-from ploneintranet.asynctasks.jobqueue import AUTHENTICATOR_FIELD
+from ploneintranet.asynctasks.delivery import delivery_for
 from ploneintranet.asynctasks.tests.base import PipelineTestCase
 from ploneintranet.asynctasks.tests.test_jobqueue import logged_in
+from ploneintranet.asynctasks.wire import AUTHENTICATOR_FIELD
+from ploneintranet.asynctasks.wire import TASK_NAME_HEADER
+from ploneintranet.asynctasks.wire import USER_HEADER
+from ploneintranet.asynctasks.wire import Job
 import redis
 import threading
 import transaction
@@ -123,13 +124,12 @@ class ArgsreprTestCase(PipelineTestCase):
 
 class TestAfterCommit(ArgsreprTestCase):
     def test_in_one_round_trip(self):
-        job = (celerytasks.post, fake_job(self.doc_url), {"task_id": "direct", "queue": PARKED})
-        self.assertTrue(publish.can_send(celerytasks.app, [job]))
         with logged_in(self.layer, self.user) as request:
             self.post(request, queue=PARKED)
             transaction.commit()
-        # publish.send hides the arguments itself, whatever it is given
-        publish.send(celerytasks.app, [job])
+        # the delivery hides the arguments, whatever argsrepr a job is given
+        options = {"task_id": "direct", "queue": PARKED, "argsrepr": "all of it"}
+        delivery_for(celerytasks.app).send([Job(celerytasks.post, *fake_job(self.doc_url), options=options)])
         messages = self.parked()
         self.assertEqual(len(messages), 2)
         self.assertIn(FAKE_AUTHORIZATION, credentials_in(messages[1]))
@@ -142,7 +142,7 @@ class TestAfterCommit(ArgsreprTestCase):
         def monitor(headers=None, **kwargs):
             heard.append(headers)
 
-        # a publish listener makes the job queue send through apply_async
+        # what a publish listener is shown
         signals.before_task_publish.connect(monitor)
         self.addCleanup(signals.before_task_publish.disconnect, monitor)
         with logged_in(self.layer, self.user) as request:
@@ -171,9 +171,11 @@ class TestOtherRoads(ArgsreprTestCase):
     def test_sent_again_by_the_ledger(self):
         task_id = uuid.uuid4().hex
         self.addCleanup(ledger.forget, celerytasks.app, task_id)
-        job = (celerytasks.post, fake_job(self.doc_url), {"task_id": task_id, "queue": PARKED})
+        job = Job.create(celerytasks.post, fake_job(self.doc_url), {"task_id": task_id, "queue": PARKED})
+        pipe = self.redis.pipeline()
         with mock.patch.object(celeryconfig, "ASYNC_SWEEP_INTERVAL", 0.1):  # due at once
-            ledger.record(celerytasks.app, [job])
+            ledger.add_to(pipe, celerytasks.app, [job])  # written, not sent
+        pipe.execute()
         # neither waiting nor taken on two sweeps: the worker sends it again
         (message,) = self.wait_for(self.parked, "the worker's sweep to send the job again")
         self.assertEqual(message["headers"]["id"], task_id)

@@ -17,12 +17,13 @@ from ploneintranet.asynctasks import pas
 from ploneintranet.asynctasks import tasks
 from ploneintranet.asynctasks.core import AsyncTaskError
 from ploneintranet.asynctasks.core import capture_credentials
-from ploneintranet.asynctasks.core import masked_url
-from ploneintranet.asynctasks.core import resolve_url
 from ploneintranet.asynctasks.interfaces import IAsyncTask
 from ploneintranet.asynctasks.jobqueue import jobs_of_transaction
 from ploneintranet.asynctasks.testing import ASYNC_INTEGRATION_TESTING
 from ploneintranet.asynctasks.urls import REPLACEMENT_MAPPING_RECORD
+from ploneintranet.asynctasks.urls import resolve_url
+from ploneintranet.asynctasks.wire import TOKEN_HEADER
+from ploneintranet.asynctasks.wire import masked_url
 import time
 import transaction
 import unittest
@@ -133,11 +134,10 @@ class TestAbstractPost(CoreTestCase):
         job = tasks.ReindexObject(self.folder, self.request)
         self.assertEqual((job.cookies, job.headers.get("Authorization")), ({}, None))
         job()
-        ((task, args, options, userid, debounce),) = jobs_of_transaction().jobs.values()
-        url, data, headers, cookies = args
-        self.assertEqual(cookies, {})
+        (queued,) = jobs_of_transaction().jobs.values()
+        self.assertEqual(queued.cookies, {})
         secrets = list(getUtility(IKeyManager)[jobtoken.RING])
-        token = headers[jobtoken.TOKEN_HEADER]
+        token = queued.headers[TOKEN_HEADER]
         self.assertEqual(jobtoken.verify(token, secrets, "/plone/folder/@@reindex_object"), "test_user_1_")
         self.assertIsNone(jobtoken.verify(token, secrets, "/plone/@@reindex_object"))
         self.assertIsNone(jobtoken.verify(token, secrets, "/plone/folder/@@reindex_object",
@@ -203,10 +203,10 @@ class TestAbstractPost(CoreTestCase):
     def test_unknown_options_reach_celery(self):
         job = tasks.Post(self.folder, self.request)
         result = job(url="@@x", countdown=5)
-        ((task, args, options, userid, debounce),) = jobs_of_transaction().jobs.values()
-        self.assertEqual(options["countdown"], 5)
-        self.assertEqual(options["task_id"], result.id)
-        self.assertEqual(args[0], "http://nohost/plone/folder/@@x")
+        (queued,) = jobs_of_transaction().jobs.values()
+        self.assertEqual(queued.options["countdown"], 5)
+        self.assertEqual(queued.id, result.id)
+        self.assertEqual(queued.url, "http://nohost/plone/folder/@@x")
 
 
 class TestMaskedUrl(unittest.TestCase):
@@ -222,8 +222,8 @@ class TestJobsOfTransaction(CoreTestCase):
         tasks.Post(self.folder, self.request)(url="@@second")
         self.assertEqual(len(jobs_of_transaction().jobs), 2)
         savepoint.rollback()
-        ((task, args, options, userid, debounce),) = jobs_of_transaction().jobs.values()
-        self.assertEqual(options["task_id"], first.id)
+        (queued,) = jobs_of_transaction().jobs.values()
+        self.assertEqual(queued.id, first.id)
 
     def test_user_id_outside_latin1_is_quoted_in_the_header(self):
         self.portal.acl_users.userFolderAddUser("jos\u00e9", "secret", ["Member"], [])

@@ -40,8 +40,9 @@ from ploneintranet.asynctasks.tests.test_routing import _load_script
 from ploneintranet.asynctasks.tests.test_views import authenticator_in
 from ploneintranet.asynctasks.tests.views import NOTES_KEY
 from ploneintranet.asynctasks.tests.views import notes
-from ploneintranet.asynctasks.urls import masked_url
-from ploneintranet.asynctasks.urls import origin
+from ploneintranet.asynctasks.wire import TOKEN_HEADER
+from ploneintranet.asynctasks.wire import masked_url
+from ploneintranet.asynctasks.wire import origin
 from Products.SiteAccess.VirtualHostMonster import manage_addVirtualHostMonster
 import redis
 import requests
@@ -647,8 +648,8 @@ class TestJobCredentials(HostileTestCase):
         raw, (url, data, headers, cookies) = self.queued_job()
         self.assertEqual(cookies, {})
         self.assertNotIn("Authorization", headers)
-        self.assertIn(jobtoken.TOKEN_HEADER, headers)
-        userid, path, expires = jobtoken.read(headers[jobtoken.TOKEN_HEADER])
+        self.assertIn(TOKEN_HEADER, headers)
+        userid, path, expires = jobtoken.read(headers[TOKEN_HEADER])
         self.assertEqual((userid, path), ("mallory", "/plone/doc/@@test-record-job"))
         self.assertLess(expires, time.time() + 6 * 3600 + 60)
         for what, value in self.credential_values().items():
@@ -656,7 +657,7 @@ class TestJobCredentials(HostileTestCase):
 
     def test_a_captured_token_is_worthless_anywhere_else(self):
         _, (url, data, headers, _) = self.queued_job()
-        token = headers[jobtoken.TOKEN_HEADER]
+        token = headers[TOKEN_HEADER]
         secret = getUtility(IKeyManager).secret(jobtoken.RING)
         transaction.abort()
         later = time.time() + 3600
@@ -664,12 +665,12 @@ class TestJobCredentials(HostileTestCase):
         whoami = f"{self.portal_url}/@@async-push-user"
 
         def post(url, token):
-            return self.http("POST", url, data=job, headers={jobtoken.TOKEN_HEADER: token})
+            return self.http("POST", url, data=job, headers={TOKEN_HEADER: token})
 
         self.mark()
         for what, response in [
             ("another url", post(self.check_url, token)),
-            ("a GET of who is logged in", self.http("GET", whoami, headers={jobtoken.TOKEN_HEADER: token})),
+            ("a GET of who is logged in", self.http("GET", whoami, headers={TOKEN_HEADER: token})),
             ("expired", post(url, jobtoken.sign(secret, "mallory", url, time.time() - 1))),
             ("signed with another secret", post(url, jobtoken.sign("guessed", "mallory", url, later))),
             ("for a user that does not exist", post(url, jobtoken.sign(secret, "nobody", url, later))),

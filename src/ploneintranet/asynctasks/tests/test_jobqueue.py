@@ -7,7 +7,6 @@ import contextlib
 from plone.app.testing import login
 from plone.app.testing import logout
 from ploneintranet.asynctasks import celerytasks
-from ploneintranet.asynctasks import jobqueue
 from ploneintranet.asynctasks.core import AbstractPost
 from ploneintranet.asynctasks.tests.base import PipelineTestCase
 from ploneintranet.asynctasks.tests.test_views import authenticator_in
@@ -15,7 +14,6 @@ from ploneintranet.asynctasks.tests.views import NOTES_KEY
 from ploneintranet.asynctasks.tests.views import notes
 import time
 import transaction
-import unittest
 from zope.annotation.interfaces import IAnnotations
 
 
@@ -131,37 +129,3 @@ class TestDebounce(PipelineTestCase):
         oid = IAnnotations(self.doc)[NOTES_KEY]._p_oid
         history = self.portal._p_jar.db().history(oid, size=10)
         return [entry["user_name"].split()[-1] for entry in history]
-
-
-class _FailingBatchProducer:
-    """A producer whose one round trip for all jobs fails at the end."""
-
-    supports_batch_publish = True
-    batching = False
-
-    @contextlib.contextmanager
-    def batch(self):
-        self.batching = True
-        try:
-            yield
-        finally:
-            self.batching = False
-        raise ConnectionError("the broker went away")
-
-
-class _RecordingTask:
-    name = "recording"
-
-    def __init__(self):
-        self.sent = []
-
-    def apply_async(self, args, producer, **options):
-        self.sent.append((args[0], producer.batching))
-
-
-class TestSendTogether(unittest.TestCase):
-    def test_jobs_of_a_failed_round_trip_are_sent_one_by_one(self):
-        task = _RecordingTask()
-        jobs = [(task, (url, {}, {}, {}), {"task_id": url}, "editor", None) for url in ("a", "b")]
-        jobqueue._send_together(_FailingBatchProducer(), jobs)
-        self.assertEqual(task.sent, [("a", True), ("b", True), ("a", False), ("b", False)])

@@ -11,7 +11,9 @@ import logging
 from ploneintranet.asynctasks import celeryconfig
 from ploneintranet.asynctasks import celerytasks
 from ploneintranet.asynctasks import ledger
+from ploneintranet.asynctasks.delivery import delivery_for
 from ploneintranet.asynctasks.testing import REDIS_SERVER_FIXTURE
+from ploneintranet.asynctasks.wire import Job
 import redis
 import time
 import unittest
@@ -43,23 +45,29 @@ class TestSweep(unittest.TestCase):
         self.redis.delete(ledger.SWEEPING)
         return ledger.sweep(self.app, "test")
 
+    def job(self, task_id, **options):
+        return Job.create(celerytasks.post, ARGS, dict(options, task_id=task_id))
+
     def record(self, task_id, **options):
-        ledger.record(self.app, [(celerytasks.post, ARGS, dict(options, task_id=task_id))])
+        """Write the ledger entry of a job, and send nothing."""
+        pipe = self.redis.pipeline()
+        ledger.add_to(pipe, self.app, [self.job(task_id, **options)])
+        pipe.execute()
+
+    def send(self, task_id, **options):
+        """Send a job by the one road: ledger entry, then message."""
+        delivery_for(self.app).publish([self.job(task_id, **options)])
 
     def queued_ids(self, queue="high"):
         return [json.loads(raw)["headers"]["id"] for raw in self.redis.lrange(queue, 0, -1)]
 
     def test_a_job_in_its_queue_is_left_alone(self):
-        with ledger.recorded():
-            celerytasks.post.apply_async(ARGS, task_id="waiting")
-        self.record("waiting")
+        self.send("waiting")
         self.assertEqual([self.sweep() for _ in range(3)], [[], [], []])
         self.assertEqual(self.queued_ids(), ["waiting"])
 
     def test_a_job_taken_by_a_worker_is_left_alone(self):
-        with ledger.recorded():
-            celerytasks.post.apply_async(ARGS, task_id="taken")
-        self.record("taken")
+        self.send("taken")
         # what kombu does when a worker takes a message: the message moves
         # from the queue into the unacked hash
         raw = self.redis.rpop("high")
@@ -68,9 +76,7 @@ class TestSweep(unittest.TestCase):
         self.assertEqual(self.queued_ids(), [])
 
     def test_a_vanished_job_is_sent_again_after_two_sweeps(self):
-        with ledger.recorded():
-            celerytasks.post.apply_async(ARGS, task_id="vanished", countdown=1)
-        self.record("vanished", countdown=1)
+        self.send("vanished", countdown=1)
         self.redis.rpop("high")  # a worker took it and died before recording it
         self.assertEqual(self.sweep(), [])  # missing once: maybe on its way
         self.assertEqual(self.sweep(), ["vanished"])
@@ -109,10 +115,21 @@ class TestSweep(unittest.TestCase):
 
     def test_while_a_queue_is_too_long_to_read_nothing_is_sent_again(self):
         self.record("vanished")
-        with ledger.recorded():
-            for index in range(2):
-                celerytasks.post.apply_async(ARGS, task_id=f"backlog-{index}")
+        for index in range(2):  # jobs the ledger does not know
+            celerytasks.add.apply_async((1, 2), queue="high", task_id=f"backlog-{index}")
         with mock.patch.object(ledger, "LONGEST_QUEUE_READ", 1):
             self.assertEqual([self.sweep() for _ in range(3)], [[], [], []])
         self.redis.delete("high")  # the backlog drained
         self.assertEqual([self.sweep() for _ in range(2)], [[], ["vanished"]])
+
+    def test_a_job_sent_again_keeps_its_entry(self):
+        # Celery's retries and the sweep's resends take the one road again:
+        # the entry (its count of resends) stays, when it was sent is new
+        self.send("again")
+        entry, sent = self.redis.hget(ledger.JOBS, "again"), self.redis.hget(ledger.SENT, "again")
+        self.redis.hset(ledger.JOBS, "again", entry.replace(b'"resends": 0', b'"resends": 2'))
+        time.sleep(0.01)
+        celerytasks.post.apply_async(ARGS, task_id="again")
+        self.assertIn(b'"resends": 2', self.redis.hget(ledger.JOBS, "again"))
+        self.assertNotEqual(self.redis.hget(ledger.SENT, "again"), sent)
+        self.assertEqual(self.queued_ids(), ["again", "again"])

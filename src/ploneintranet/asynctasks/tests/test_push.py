@@ -13,7 +13,6 @@ from plone.namedfile.file import NamedBlobImage
 from plone.protect.authenticator import createToken
 from ploneintranet.asynctasks import celerytasks
 from ploneintranet.asynctasks import previews
-from ploneintranet.asynctasks.core import USER_HEADER
 from ploneintranet.asynctasks.push import messages
 from ploneintranet.asynctasks.testing import ASYNC_FIXTURE
 from ploneintranet.asynctasks.testing import ASYNC_PUSH_TESTING
@@ -21,6 +20,7 @@ from ploneintranet.asynctasks.testing import CELERY_WORKER_FIXTURE
 from ploneintranet.asynctasks.testing import REDIS_SERVER_FIXTURE
 from ploneintranet.asynctasks.testing import PushServerLayer
 from ploneintranet.asynctasks.testing import wait_until
+from ploneintranet.asynctasks.wire import USER_HEADER
 import redis
 import requests
 import time

@@ -24,12 +24,12 @@ from pathlib import Path
 from plone.testing import Layer
 from ploneintranet.asynctasks import celeryconfig
 from ploneintranet.asynctasks import celerytasks
-from ploneintranet.asynctasks.core import TASK_NAME_HEADER
-from ploneintranet.asynctasks.core import USER_HEADER
 from ploneintranet.asynctasks.testing import CELERY_WORKER_FIXTURE
 from ploneintranet.asynctasks.testing import free_port
 from ploneintranet.asynctasks.testing import stop_process
 from ploneintranet.asynctasks.testing import wait_until
+from ploneintranet.asynctasks.wire import TASK_NAME_HEADER
+from ploneintranet.asynctasks.wire import USER_HEADER
 import re
 import requests
 import secrets
@@ -42,24 +42,33 @@ import unittest
 import uuid
 
 
-ROOT = Path(__file__).resolve().parents[4]
+#: The git checkout whose scripts/ and etc/ these tests use: pytest runs in
+#: its root, where pytest.ini is.
+ROOT = Path.cwd()
 BIN = Path(sys.executable).parent
 ADMIN = "admin"
 REINDEX = celerytasks.reindex_object.name
 
 
+#: The scripts each script imports by name (scripts/ is no package).
+SCRIPT_IMPORTS = {"preflight": ("supervise",)}
+
+
 def _load_script(name):
-    """Import scripts/<name>.py of the checkout (scripts/ is no package)."""
+    """Import scripts/<name>.py of the checkout as the module ``name``, after
+    the scripts it imports (:data:`SCRIPT_IMPORTS`)."""
     path = ROOT / "scripts" / f"{name}.py"
     if not path.exists():
         raise RuntimeError(
             f"{path} is missing: the routing tests need a checkout of "
-            "ploneintranet.asynctasks (scripts/ and etc/), not an installed copy"
+            "ploneintranet.asynctasks (scripts/ and etc/), not an installed copy; "
+            "run pytest in the checkout's root"
         )
-    if str(path.parent) not in sys.path:
-        sys.path.append(str(path.parent))  # the scripts import each other
+    for imported in SCRIPT_IMPORTS.get(name, ()):
+        _load_script(imported)
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 

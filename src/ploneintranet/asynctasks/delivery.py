@@ -1,0 +1,131 @@
+"""The one road of a job to the broker.
+
+:func:`delivery_for` chooses, once per broker, how a
+:class:`~ploneintranet.asynctasks.wire.Job` is sent: run at once (eager), by Celery's own
+``apply_async`` in one kombu publish batch (:class:`Delivery`), or, with a
+Redis broker, after their :mod:`~ploneintranet.asynctasks.ledger` entries and
+debounce keys are written in one pipeline (:class:`RedisDelivery`).
+"""
+
+import logging
+from ploneintranet.asynctasks import ledger
+from ploneintranet.asynctasks.broker import redis_client
+from ploneintranet.asynctasks.errors import AsyncTaskError
+from ploneintranet.asynctasks.wire import masked_url
+
+
+logger = logging.getLogger("ploneintranet.asynctasks")
+
+DEBOUNCE_PREFIX = "ploneintranet.asynctasks:debounce:"
+
+def superseded(task, job):
+    """True if a later debounced job of the same user for the same target
+    replaced ``job``, which ``task`` is running now."""
+    if getattr(task.request, "eta", None) is None:
+        return False  # a debounced job is delayed; skip the Redis round trip
+    try:
+        latest = redis_client(task.app).get(DEBOUNCE_PREFIX + job.fingerprint)
+    except AsyncTaskError:
+        return False
+    return latest is not None and latest.decode() != task.request.id
+
+
+class Delivery:
+    """Celery's own road: each job by its task's ``apply_async``, all of
+    them in one kombu publish batch where the transport batches."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def check(self):
+        """Make a round trip to the broker; raise what it raises.
+
+        Not through Celery's producer pool: a pooled connection may be
+        stale, and a broken one must not be handed back to the pool."""
+        with self.app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1)
+
+    def publish(self, jobs):
+        """Send ``jobs``; return their ``AsyncResult``. Raises what the
+        broker raises."""
+        with self.app.producer_or_acquire() as producer, producer.batch():
+            return [job.task.apply_async(job.args, producer=producer, **job.options) for job in jobs]
+
+    def send(self, jobs):
+        """Send the jobs of a committed transaction, together; should that
+        fail, one by one (delivery stays at least once). A job that cannot
+        be sent is logged as ``LOST JOB``: its data is committed, so a site
+        administrator must redo the work. Never raises."""
+        try:
+            self.publish(jobs)
+            return
+        except Exception as error:
+            logger.warning(
+                "could not send %d job(s) together (%s: %s); sending them one by one",
+                len(jobs), type(error).__name__, error,
+            )
+        for job in jobs:
+            try:
+                self.publish([job])
+            except Exception:
+                # credentials are not logged: the url and the user only
+                logger.exception(
+                    "LOST JOB: could not send %s[%s] for %s as %s to %s after the "
+                    "transaction committed",
+                    job.task.name, job.id, job.url, job.userid, masked_url(self.app.conf.broker_url),
+                )
+
+
+class EagerDelivery(Delivery):
+    """``ASYNC_ENABLED=false``: every job runs at once, in this process."""
+
+    def check(self):
+        """Nothing to check: there is no broker."""
+
+    def publish(self, jobs):
+        """Run ``jobs`` now; return their ``EagerResult``."""
+        return [job.task.apply_async(job.args, **job.options) for job in jobs]
+
+
+class RedisDelivery(Delivery):
+    """A Redis broker: the jobs' ledger entries and debounce keys are
+    written in one pipeline, then the jobs are sent as by :class:`Delivery`."""
+
+    def check(self):
+        """Ping the broker's Redis."""
+        redis_client(self.app).ping()
+
+    def publish(self, jobs):
+        """Write the ledger entries and debounce keys of ``jobs``, then send
+        them. A ledger that cannot be written is logged, not raised: the
+        ledger is a safety net, and sending reports a broker that is down."""
+        pipe = redis_client(self.app).pipeline(transaction=False)
+        ledger.add_to(pipe, self.app, jobs)
+        for job in jobs:
+            if job.debounce:
+                pipe.set(DEBOUNCE_PREFIX + job.fingerprint, job.id, ex=int(job.debounce) + 3600)
+        try:
+            pipe.execute()
+        except Exception as error:
+            logger.warning(
+                "could not write %d job(s) into the ledger (%s: %s): they are sent, "
+                "but would not be sent again if a worker lost them",
+                len(jobs), type(error).__name__, error,
+            )
+        return super().publish(jobs)
+
+
+_deliveries = {}
+
+
+def delivery_for(app):
+    """The :class:`Delivery` of ``app``, chosen once per broker setting."""
+    key = (app, app.conf.broker_url, bool(app.conf.task_always_eager))
+    if key not in _deliveries:
+        if app.conf.task_always_eager:
+            _deliveries[key] = EagerDelivery(app)
+        elif ledger.keeps_ledger(app):
+            _deliveries[key] = RedisDelivery(app)
+        else:
+            _deliveries[key] = Delivery(app)
+    return _deliveries[key]

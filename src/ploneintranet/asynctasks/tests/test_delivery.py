@@ -1,0 +1,125 @@
+"""The one road to the broker (:mod:`ploneintranet.asynctasks.delivery`),
+against a real Redis: the jobs of a transaction are sent in order, after
+their ledger entries and debounce keys, by Celery's own ``apply_async``."""
+
+from celery import signals
+import json
+from ploneintranet.asynctasks import celerytasks
+from ploneintranet.asynctasks import delivery
+from ploneintranet.asynctasks import jobqueue
+from ploneintranet.asynctasks import ledger
+from ploneintranet.asynctasks.testing import REDIS_SERVER_FIXTURE
+from ploneintranet.asynctasks.wire import Job
+import redis
+import transaction
+import unittest
+from unittest import mock
+
+
+ARGS = (
+    "http://localhost:8080/Plone/doc/@@count",
+    {"_authenticator": "token", "key": "value"},
+    {"X-celery-task-name": celerytasks.post.name},
+    {"__ac": "cookie"},
+)
+
+
+@celerytasks.app.task(name="ploneintranet.asynctasks.tests.plain_post")
+def plain_post(url, data=None, headers=None, cookies=None):
+    """A job task not built on JobTask: nothing crosses its jobs out."""
+
+
+class TestDelivery(unittest.TestCase):
+    layer = REDIS_SERVER_FIXTURE
+
+    def setUp(self):
+        self.app = celerytasks.app
+        self.redis = redis.Redis.from_url(self.layer["redis_url"], socket_timeout=5)
+        self.redis.flushdb()
+
+    def tearDown(self):
+        self.redis.flushdb()
+        self.redis.close()
+
+    def ids_in(self, queue):
+        """The task ids of the messages in ``queue``, the first to be taken first."""
+        return [json.loads(raw)["headers"]["id"] for raw in reversed(self.redis.lrange(queue, 0, -1))]
+
+    def test_chosen_once_per_broker(self):
+        self.assertIsInstance(delivery.delivery_for(self.app), delivery.RedisDelivery)
+        self.assertIs(delivery.delivery_for(self.app), delivery.delivery_for(self.app))
+        with mock.patch.dict(self.app.conf, {"task_always_eager": True}):
+            self.assertIsInstance(delivery.delivery_for(self.app), delivery.EagerDelivery)
+        with mock.patch.dict(self.app.conf, {"broker_url": "amqp://guest@127.0.0.1:5672//"}):
+            self.assertIs(type(delivery.delivery_for(self.app)), delivery.Delivery)
+
+    def test_in_order_after_ledger_and_debounce(self):
+        jobs = [Job.create(celerytasks.post, ARGS, {"task_id": f"job-{index}"}) for index in range(9)]
+        jobs.append(Job.create(celerytasks.post, ARGS, {"task_id": "job-9"}, "editor", debounce=60))
+        delivery.delivery_for(self.app).publish(jobs)
+        self.assertEqual(self.ids_in("high"), [f"job-{index}" for index in range(10)])
+        self.assertEqual(self.redis.hlen(ledger.JOBS), 10)
+        self.assertEqual(self.redis.zcard(ledger.DUE), 10)
+        key = delivery.DEBOUNCE_PREFIX + jobs[-1].fingerprint
+        self.assertEqual(self.redis.get(key), b"job-9")
+        self.assertGreater(self.redis.ttl(key), 50)
+        message = json.loads(self.redis.lindex("high", 0))
+        self.assertEqual(message["headers"]["argsrepr"], f"({ARGS[0]!r}, ...)")
+        self.assertIsNotNone(message["headers"]["eta"])  # the debounce is its countdown
+
+    def test_publish_signal_listeners_hear_every_job(self):
+        heard = []
+
+        def listener(sender=None, headers=None, **kwargs):
+            heard.append(headers["id"])
+
+        signals.before_task_publish.connect(listener)
+        try:
+            jobqueue.jobs_of_transaction().add(Job.create(celerytasks.post, ARGS, {"task_id": "watched"}))
+            transaction.commit()
+        finally:
+            signals.before_task_publish.disconnect(listener)
+        self.assertEqual(heard, ["watched"])
+        self.assertEqual(self.ids_in("high"), ["watched"])
+        self.assertTrue(self.redis.hexists(ledger.JOBS, "watched"))
+
+    def test_jobs_of_other_tasks_stay_out_of_the_ledger(self):
+        # nothing would cross its job out, and the sweep would send it again
+        # once it ran
+        job = Job.create(plain_post, ARGS, {"task_id": "plain"})
+        delivery.delivery_for(self.app).publish([job])
+        self.assertEqual(self.ids_in("celery"), ["plain"])
+        self.assertFalse(self.redis.hexists(ledger.JOBS, "plain"))
+        self.assertFalse(self.redis.hexists(ledger.SENT, "plain"))
+
+    def test_delay_of_a_job_task_takes_the_one_road(self):
+        result = celerytasks.post.delay(*ARGS)
+        self.assertEqual(self.ids_in("high"), [result.id])
+        self.assertTrue(self.redis.hexists(ledger.JOBS, result.id))
+
+    def test_jobs_of_a_failed_batch_are_sent_one_by_one(self):
+        jobs = [Job.create(celerytasks.post, ARGS, {"task_id": name}) for name in ("a", "b")]
+        sent = delivery.RedisDelivery.publish
+        calls = []
+
+        def flaky(self, jobs):
+            calls.append([job.id for job in jobs])
+            if len(calls) == 1:
+                raise ConnectionError("the broker went away")
+            return sent(self, jobs)
+
+        with mock.patch.object(delivery.RedisDelivery, "publish", flaky):
+            delivery.delivery_for(self.app).send(jobs)
+        self.assertEqual(calls, [["a", "b"], ["a"], ["b"]])
+        self.assertEqual(self.ids_in("high"), ["a", "b"])
+
+    def test_a_job_that_cannot_be_sent_is_logged_as_lost(self):
+        job = Job.create(celerytasks.post, ARGS, {"task_id": "doomed"}, "editor")
+        with mock.patch.object(delivery.RedisDelivery, "publish", side_effect=ConnectionError("down")):
+            with self.assertLogs("ploneintranet.asynctasks") as logs:
+                delivery.delivery_for(self.app).send([job])
+        lost = [line for line in logs.output if "LOST JOB" in line]
+        self.assertEqual(len(lost), 1, logs.output)
+        self.assertIn("doomed", lost[0])
+        self.assertIn(ARGS[0], lost[0])
+        self.assertNotIn("cookie", "".join(logs.output))

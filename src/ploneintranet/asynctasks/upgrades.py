@@ -8,6 +8,7 @@ Site administrators then run it from the Add-ons control panel.
 
 from plone.api import portal
 from ploneintranet.asynctasks import pas
+from ploneintranet.asynctasks.previews import settings as preview_settings
 
 
 PROFILE = "profile-ploneintranet.asynctasks:default"
@@ -22,3 +23,12 @@ def install_job_token_plugin(setup_tool):
     """1001 -> 1002: add the job token PAS plugin (jobs stop carrying the
     user's login cookie or Authorization header)."""
     pas.install(portal.get().acl_users)
+
+
+def add_previews_switch(setup_tool):
+    """1002 -> 1003: add the ``previews_enabled`` record, on. Only this record
+    is written: importing the profile's registry.xml again would empty the
+    site's ``portal_url_replacement_mapping``."""
+    portal.get_tool("portal_registry").registerInterface(
+        preview_settings.IPreviewSettings, prefix=preview_settings.RECORD_PREFIX
+    )

@@ -3,5 +3,8 @@
 - :mod:`.messages` publishes a message to the user's Redis channel (used by
   the Celery tasks);
 - :mod:`.server` is the Tornado websocket server that browsers connect to
-  (run it with ``python -m ploneintranet.asynctasks.push``).
+  (run it with ``python -m ploneintranet.asynctasks.push``);
+- :mod:`.browser` is the Plone end (``configure.zcml``): ``@@async-push-user``
+  and the viewlet that loads ``static/pat-push.js``. Only Zope loads it,
+  through the ZCML: nothing above imports it.
 """

@@ -13,6 +13,7 @@ from plone.namedfile.file import NamedBlobImage
 from ploneintranet.asynctasks import celeryconfig
 from ploneintranet.asynctasks import previews
 from ploneintranet.asynctasks.interfaces import IPloneintranetAsyncLayer
+from ploneintranet.asynctasks.previews.browser import PreviewViewlet
 from ploneintranet.asynctasks.testing import ASYNC_INTEGRATION_TESTING
 from ploneintranet.asynctasks.testing import wait_until
 from ploneintranet.asynctasks.tests.base import PipelineTestCase
@@ -156,6 +157,27 @@ class TestPreviews(CommandsOnPath, unittest.TestCase):
         self.assertIn("No preview", previews.preview_html(text))
         self.assertNotIn("data-pat-push", previews.preview_html(text))
 
+    def viewlet(self, item):
+        return PreviewViewlet(item, self.layer["request"], None, None).render()
+
+    def test_switched_off_nothing_is_shown_and_the_previews_made_are_kept(self):
+        self.assertEqual(previews.generate(self.image), previews.READY)
+        shown = self.viewlet(self.image)
+        self.assertIn("async-preview ready", shown)
+        api.portal.set_registry_record(previews.ENABLED_RECORD, False)
+        self.assertFalse(previews.enabled())
+        self.assertEqual(self.viewlet(self.image), "")
+        self.assertEqual(previews.state(self.image), previews.READY)
+        api.portal.set_registry_record(previews.ENABLED_RECORD, True)
+        self.assertEqual(self.viewlet(self.image), shown)
+
+    def test_a_site_without_the_switch_makes_and_shows_previews(self):
+        # not upgraded to 1003 yet: the record is missing
+        del api.portal.get_tool("portal_registry").records[previews.ENABLED_RECORD]
+        self.assertTrue(previews.enabled())
+        previews.mark_pending(self.image)
+        self.assertIn("async-preview pending", self.viewlet(self.image))
+
     def test_no_job_without_the_add_on_layer_or_without_credentials(self):
         # the test request has neither the browser layer nor a login cookie
         api.content.create(
@@ -272,6 +294,50 @@ class TestRunConverter(unittest.TestCase):
         with open(os.path.join(self.directory, "child")) as child:
             pid = int(child.read())
         wait_until(lambda: not running(pid), 5, message=f"the sleeping child {pid} to end")
+
+
+class TestSwitch(PipelineTestCase):
+    """The site administrator's switch, with uploads that really queue jobs
+    (the request has the add-on's layer and a logged-in user) and the worker."""
+
+    def upload(self, name):
+        """Add an Image ``name`` in this request and commit; return it."""
+        image = api.content.create(
+            container=self.portal, type="Image", id=name,
+            image=NamedBlobImage(picture(), filename=f"{name}.png"),
+        )
+        transaction.commit()
+        return image
+
+    def page(self, item):
+        """The HTML of the item's page (its url alone would give the image)."""
+        response = self.get(f"{item.absolute_url()}/view", auth=self.owner)
+        self.assertEqual(response.status_code, 200)
+        self.assertIn(f"{item.getId()}.png", response.text)  # the item's own page
+        return response.text
+
+    def test_switched_off_an_upload_queues_no_job_and_on_again_it_does(self):
+        alsoProvides(self.layer["request"], IPloneintranetAsyncLayer)
+        api.portal.set_registry_record(previews.ENABLED_RECORD, False)
+        transaction.commit()
+        off = self.upload("off")
+        self.assertIsNone(previews.state(off))
+        self.assertNotIn("async-preview", self.page(off))  # no placeholder
+
+        api.portal.set_registry_record(previews.ENABLED_RECORD, True)
+        transaction.commit()
+        on = self.upload("on")
+        self.assertEqual(previews.state(on), previews.PENDING)
+        self.wait_for(
+            lambda: previews.state(self.fresh(on)) == previews.READY, "the preview of /plone/on"
+        )
+        self.assertIn("async-preview ready", self.page(on))
+        # the job for "on" ran; none was ever queued for "off", uploaded first
+        log = self.celery_log()
+        self.assertIn("/plone/on/@@async-generate-preview", log)
+        self.assertNotIn("/plone/off/", log)
+        self.assertIsNone(previews.state(self.fresh(off)))
+        self.assertNotIn("async-preview", self.page(off))
 
 
 class TestPreviewViews(CommandsOnPath, PipelineTestCase):

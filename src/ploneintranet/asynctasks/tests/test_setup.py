@@ -7,6 +7,7 @@ from ploneintranet.asynctasks.browser.views import CHECKSUM_KEY
 from ploneintranet.asynctasks.interfaces import IPloneintranetAsyncLayer
 from ploneintranet.asynctasks.pas import PLUGIN_ID
 from ploneintranet.asynctasks.pas import uninstall
+from ploneintranet.asynctasks.previews import ENABLED_RECORD
 from ploneintranet.asynctasks.testing import ASYNC_INTEGRATION_TESTING
 from ploneintranet.asynctasks.urls import REPLACEMENT_MAPPING_RECORD
 from Products.PluggableAuthService.interfaces.plugins import IAuthenticationPlugin
@@ -32,9 +33,20 @@ class TestSetup(unittest.TestCase):
         )
         return IPloneintranetAsyncLayer in registered_layers(), record, active
 
+    def previews_switch(self):
+        """The previews record's value, or ``"missing"``."""
+        return api.portal.get_registry_record(ENABLED_RECORD, default="missing")
+
+    def registry(self):
+        return api.portal.get_tool("portal_registry")
+
     def test_installed(self):
         self.assertTrue(self.installer.is_product_installed("ploneintranet.asynctasks"))
         self.assertEqual(self.installed_parts(), (True, {}, True))
+        self.assertIs(self.previews_switch(), True)
+        field = self.registry().records[ENABLED_RECORD].field
+        self.assertEqual(field.title, "Make previews of uploaded Images and Files")
+        self.assertIn("previews already made are kept", field.description)
 
     def test_uninstall_removes_layer_record_and_plugin_and_reinstall_restores_them(self):
         IAnnotations(self.portal)[CHECKSUM_KEY] = "c0ffee"
@@ -42,9 +54,20 @@ class TestSetup(unittest.TestCase):
             self.installer.uninstall_product("ploneintranet.asynctasks")
             self.assertFalse(self.installer.is_product_installed("ploneintranet.asynctasks"))
             self.assertEqual(self.installed_parts(), (False, "missing", False))
+            self.assertEqual(self.previews_switch(), "missing")
+            self.assertEqual(
+                [name for name in self.registry().records if name.startswith("ploneintranet.asynctasks")],
+                [],
+            )
             self.assertNotIn(CHECKSUM_KEY, IAnnotations(self.portal))
             self.installer.install_product("ploneintranet.asynctasks")
         self.assertEqual(self.installed_parts(), (True, {}, True))
+        self.assertIs(self.previews_switch(), True)
+
+    def test_reinstalling_keeps_previews_switched_off(self):
+        api.portal.set_registry_record(ENABLED_RECORD, False)
+        self.portal.portal_setup.runAllImportStepsFromProfile("profile-ploneintranet.asynctasks:default")
+        self.assertIs(self.previews_switch(), False)
 
     def test_upgrade_from_1000_adds_the_record(self):
         setup = self.portal.portal_setup
@@ -54,7 +77,7 @@ class TestSetup(unittest.TestCase):
             self.installer.upgrade_product("ploneintranet.asynctasks")
         self.assertEqual(self.installed_parts(), (True, {}, True))
         self.assertEqual(
-            setup.getLastVersionForProfile("ploneintranet.asynctasks:default"), ("1002",)
+            setup.getLastVersionForProfile("ploneintranet.asynctasks:default"), ("1003",)
         )
 
     def test_upgrade_from_1001_adds_the_job_token_plugin(self):
@@ -65,3 +88,29 @@ class TestSetup(unittest.TestCase):
         with api.env.adopt_roles(["Manager"]):
             self.installer.upgrade_product("ploneintranet.asynctasks")
         self.assertEqual(self.installed_parts(), (True, {}, True))
+
+    def test_upgrade_from_1002_adds_the_previews_switch_on(self):
+        self.registry().records.__delitem__(ENABLED_RECORD)
+        mapping = {"https://intranet.example.com": "http://127.0.0.1:8080/Plone"}
+        api.portal.set_registry_record(REPLACEMENT_MAPPING_RECORD, mapping)
+        setup = self.portal.portal_setup
+        setup.setLastVersionForProfile("ploneintranet.asynctasks:default", "1002")
+        with api.env.adopt_roles(["Manager"]):
+            self.installer.upgrade_product("ploneintranet.asynctasks")
+        self.assertIs(self.previews_switch(), True)
+        self.assertEqual(
+            self.registry().records[ENABLED_RECORD].field.title,
+            "Make previews of uploaded Images and Files",
+        )
+        # only the new record is written: the admin's mapping stays
+        self.assertEqual(self.installed_parts(), (True, mapping, True))
+        self.assertEqual(
+            setup.getLastVersionForProfile("ploneintranet.asynctasks:default"), ("1003",)
+        )
+
+    def test_upgrade_to_1003_keeps_previews_switched_off(self):
+        api.portal.set_registry_record(ENABLED_RECORD, False)
+        self.portal.portal_setup.setLastVersionForProfile("ploneintranet.asynctasks:default", "1002")
+        with api.env.adopt_roles(["Manager"]):
+            self.installer.upgrade_product("ploneintranet.asynctasks")
+        self.assertIs(self.previews_switch(), False)

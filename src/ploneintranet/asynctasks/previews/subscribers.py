@@ -15,9 +15,13 @@ logger = logging.getLogger("ploneintranet.asynctasks")
 def queue_preview(context, event):
     """Queue :class:`~ploneintranet.asynctasks.tasks.GeneratePreview` for a
     new or changed file, in a request of a logged-in user of a site that has
-    the add-on installed; the item shows a placeholder until it is done."""
+    the add-on installed and previews on
+    (:func:`~ploneintranet.asynctasks.previews.settings.enabled`); the item
+    shows a placeholder until it is done."""
     request = getRequest()
     if request is None or not IPloneintranetAsyncLayer.providedBy(request):
+        return
+    if not previews.enabled():
         return
     if api.user.is_anonymous() or not previews.needs_preview(context):
         return

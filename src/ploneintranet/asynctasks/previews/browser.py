@@ -1,5 +1,8 @@
 """The preview on an Image's or File's page: a placeholder until the
-``GeneratePreview`` job made it, then the preview, fetched by pat-push."""
+``GeneratePreview`` job made it, then the preview, fetched by pat-push.
+
+The worker view that makes it, ``@@async-generate-preview``, is
+:class:`~ploneintranet.asynctasks.browser.views.GeneratePreviewView`."""
 
 from plone.app.layout.viewlets.common import ViewletBase
 from ploneintranet.asynctasks import previews
@@ -8,9 +11,12 @@ from zExceptions import NotFound
 
 
 class PreviewViewlet(ViewletBase):
-    """Shows the preview element above the item's body."""
+    """Shows the preview element above the item's body; nothing while a site
+    administrator has switched previews off."""
 
     def render(self):
+        if not previews.enabled():
+            return ""
         return previews.preview_html(self.context)
 
 

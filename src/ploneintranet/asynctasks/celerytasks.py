@@ -20,9 +20,11 @@ from celery.utils import uuid
 import logging
 from ploneintranet.asynctasks import celeryconfig
 from ploneintranet.asynctasks import ledger
+from ploneintranet.asynctasks.broker import is_redis
+from ploneintranet.asynctasks.broker import redis_client
 from ploneintranet.asynctasks.brokerloss import RestoreHeldJobs
+from ploneintranet.asynctasks.delivery import DEBOUNCE_PREFIX
 from ploneintranet.asynctasks.delivery import delivery_for
-from ploneintranet.asynctasks.delivery import superseded
 from ploneintranet.asynctasks.errors import DispatchError
 from ploneintranet.asynctasks.errors import JobRefused
 from ploneintranet.asynctasks.push import messages
@@ -82,10 +84,20 @@ class JobTask(Task):
         return delivery_for(self.app).publish([job])[0]
 
     def __call__(self, url, data=None, headers=None, cookies=None):
-        if superseded(self, Job(self, url, data, userid=job_user(headers))):
+        job = Job(self, url, data, userid=job_user(headers))
+        if getattr(self.request, "eta", None) is not None and self.superseded(job):
             logger.info("%s[%s] for %s: superseded by a later job", self.name, self.request.id, url)
             return "superseded"
         return super().__call__(url, data, headers, cookies)
+
+    def superseded(self, job):
+        """True if a later debounced job of the same user for the same
+        target replaced ``job`` (only jobs with an eta are debounced, and
+        only with a Redis broker)."""
+        if not is_redis(self.app.conf.broker_url):
+            return False
+        latest = redis_client(self.app).get(DEBOUNCE_PREFIX + job.fingerprint)
+        return latest is not None and latest.decode() != self.request.id
 
     def after_return(self, status, retval, task_id, args, kwargs, einfo):
         # a retry is a new message of the same job: it stays in the ledger

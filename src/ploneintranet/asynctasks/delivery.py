@@ -10,25 +10,13 @@ debounce keys are written in one pipeline (:class:`RedisDelivery`).
 import logging
 from ploneintranet.asynctasks import ledger
 from ploneintranet.asynctasks.broker import redis_client
-from ploneintranet.asynctasks.errors import AsyncTaskError
 from ploneintranet.asynctasks.wire import masked_url
 
 
 logger = logging.getLogger("ploneintranet.asynctasks")
 
+#: Followed by a job's fingerprint: the id of the latest of its debounced jobs.
 DEBOUNCE_PREFIX = "ploneintranet.asynctasks:debounce:"
-
-def superseded(task, job):
-    """True if a later debounced job of the same user for the same target
-    replaced ``job``, which ``task`` is running now."""
-    if getattr(task.request, "eta", None) is None:
-        return False  # a debounced job is delayed; skip the Redis round trip
-    try:
-        latest = redis_client(task.app).get(DEBOUNCE_PREFIX + job.fingerprint)
-    except AsyncTaskError:
-        return False
-    return latest is not None and latest.decode() != task.request.id
-
 
 class Delivery:
     """Celery's own road: each job by its task's ``apply_async``, all of
@@ -97,8 +85,8 @@ class RedisDelivery(Delivery):
 
     def publish(self, jobs):
         """Write the ledger entries and debounce keys of ``jobs``, then send
-        them. A ledger that cannot be written is logged, not raised: the
-        ledger is a safety net, and sending reports a broker that is down."""
+        them. A failure to write is logged, not raised: sending will report
+        a broker that is down."""
         pipe = redis_client(self.app).pipeline(transaction=False)
         ledger.add_to(pipe, self.app, jobs)
         for job in jobs:

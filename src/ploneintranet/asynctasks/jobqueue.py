@@ -31,30 +31,25 @@ class JobsOfTransaction:
         self.jobs = {}
 
     def add(self, job):
-        """Queue a :class:`~ploneintranet.asynctasks.delivery.Job`, unless
-        an identical one is queued already; return the ``AsyncResult`` the
+        """Queue a :class:`~ploneintranet.asynctasks.wire.Job`, unless an
+        identical one is queued already; return the ``AsyncResult`` the
         queued one will have."""
         job = self.jobs.setdefault(job.fingerprint, job)
         return job.task.AsyncResult(job.id)
 
-    def _by_app(self, jobs):
+    def by_app(self):
+        """``{Celery app: its jobs}``."""
         apps = {}
-        for job in jobs.values():
+        for job in self.jobs.values():
             apps.setdefault(job.task.app, []).append(job)
-        return apps.items()
+        return apps
 
     def sortKey(self):
         # Vote after the ZODB, so no broker work is done for a failing commit.
         return "~ploneintranet.asynctasks"
 
-    def tpc_begin(self, txn):
-        pass
-
-    def commit(self, txn):
-        pass
-
     def tpc_vote(self, txn):
-        for app, _ in self._by_app(self.jobs):
+        for app in self.by_app():
             try:
                 delivery_for(app).check()
             except Exception as error:
@@ -66,20 +61,21 @@ class JobsOfTransaction:
                 ) from error
 
     def tpc_finish(self, txn):
-        jobs, self.jobs = self.jobs, {}
-        for app, mine in self._by_app(jobs):
-            delivery_for(app).send(mine)
+        apps, self.jobs = self.by_app(), {}
+        for app, jobs in apps.items():
+            delivery_for(app).send(jobs)
 
     def abort(self, txn):
-        self._forget()
-
-    def tpc_abort(self, txn):
-        self._forget()
-
-    def _forget(self):
         if self.jobs:
             logger.info("transaction aborted: %d job(s) not sent", len(self.jobs))
         self.jobs = {}
+
+    tpc_abort = abort
+
+    def tpc_begin(self, txn):
+        pass
+
+    commit = tpc_begin
 
     def savepoint(self):
         """Jobs queued after a savepoint are dropped when it is rolled back."""
@@ -88,8 +84,7 @@ class JobsOfTransaction:
 
 class _Savepoint:
     def __init__(self, manager, jobs):
-        self.manager = manager
-        self.jobs = jobs
+        self.manager, self.jobs = manager, jobs
 
     def rollback(self):
         self.manager.jobs = dict(self.jobs)

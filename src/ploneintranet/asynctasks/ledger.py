@@ -1,27 +1,15 @@
 """The ledger: every job sent and not yet done, so that none is lost.
 
-Celery's Redis transport takes a message off its queue (``BRPOP``) and only
-then records it as taken (the ``unacked`` hash, from which Redis hands it out
-again after the visibility timeout). A worker killed between the two (SIGKILL,
-out of memory, a crash) loses that message: no queue, no ``unacked`` entry,
-no retry. Measured here: 6 of 20,000 jobs lost over 25 SIGKILLs of a busy
-worker.
-
-So the sender writes each job into the ledger before publishing it (one
-round trip for all jobs of a transaction), and the worker crosses it out when
-the job is finished (succeeded, refused, failed for good, superseded or
-expired). A sweep in the worker (:class:`LedgerSweep`, every
-``ASYNC_SWEEP_INTERVAL`` seconds, one worker at a time) looks, inside Redis
-and atomically, for the ledger's jobs in ``unacked`` and in their queue. A
-queue is read only when needed: a job sent no earlier than the oldest message
-still waiting in its queue may be waiting behind it (queues are first in,
-first out); only a job older than that is looked for message by message. A
-job found nowhere on two sweeps in a row is lost: it is sent again with its
-task id. Jobs stay at-least-once (see :doc:`/reliability`); a job sent again
-more than :data:`MAX_RESENDS` times is logged as ``LOST JOB`` and dropped.
-
-The ledger holds the same arguments as the message itself (the job's
-credentials included), in the broker's Redis, for as long as the message.
+Celery's Redis transport pops a message off its queue before it records it as
+taken (``unacked``): a worker killed in between loses it (see
+:doc:`/reliability`). So each job is written here before it is sent, and
+crossed out when finished. A sweep (every ``ASYNC_SWEEP_INTERVAL`` seconds, one
+worker at a time) looks atomically inside Redis for the due jobs among the
+taken ones and in their queue; a queue is read message by message only for a
+job sent before its oldest waiting message (queues are first in, first out).
+A job found nowhere on two sweeps in a row is sent again with its task id, at
+most :data:`MAX_RESENDS` times, then logged as ``LOST JOB``. Entries hold the
+job's arguments (its credentials too), in the broker's Redis, as the message.
 """
 
 from datetime import datetime
@@ -71,11 +59,9 @@ _SWEEP = """
 local now, interval = tonumber(ARGV[1]), tonumber(ARGV[2])
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
 if #due == 0 then return {} end
-local per_queue, lists = tonumber(ARGV[5]), {}
+local per_queue, lists, taken, oldest, waiting, lost = tonumber(ARGV[5]), {}, {}, {}, {}, {}
 for i = 6, #ARGV do
-  local first, names = 6 + (i - 6) * per_queue, {}
-  for k = 0, per_queue - 1 do table.insert(names, KEYS[first + k]) end
-  lists[ARGV[i]] = names
+  lists[ARGV[i]] = {unpack(KEYS, 6 + (i - 6) * per_queue, 5 + (i - 5) * per_queue)}
 end
 -- a message in a queue is kombu's envelope; in unacked, [envelope, exchange, key]
 local function id_of(raw)
@@ -84,83 +70,61 @@ local function id_of(raw)
   if type(message[1]) == 'table' then message = message[1] end
   return type(message.headers) == 'table' and message.headers.id or nil
 end
-local taken = {}
-for _, message in ipairs(redis.call('HVALS', KEYS[5])) do
-  local id = id_of(message)
-  if id then taken[id] = true end
-end
 local function sent_of(id)
   local sent = id and redis.call('HGET', KEYS[3], id)
   if not sent then return nil, nil end
   local time, queue = string.match(sent, '^([^\t]*)\t(.*)$')
   return tonumber(time), queue
 end
+for _, raw in ipairs(redis.call('HVALS', KEYS[5])) do taken[id_of(raw) or ''] = true end
 -- when the oldest message waiting in a queue was sent: false if the queue is
 -- empty, -1 if that is not known (a message the ledger does not hold)
-local oldest = {}
 local function oldest_of(queue)
   if oldest[queue] == nil then
-    local found = false
+    oldest[queue] = false
     for _, list in ipairs(lists[queue]) do
-      local message = redis.call('LINDEX', list, -1)
-      if message then
-        local time = sent_of(id_of(message))
-        if time == nil then found = -1
-        elseif found ~= -1 and (found == false or time < found) then found = time end
+      local raw = redis.call('LINDEX', list, -1)
+      local time = raw and (sent_of(id_of(raw)) or -1)
+      if time and oldest[queue] ~= -1 and (time == -1 or not oldest[queue] or time < oldest[queue]) then
+        oldest[queue] = time
       end
     end
-    oldest[queue] = found
   end
   return oldest[queue]
 end
 -- the ids waiting in a queue, read message by message; false if too long
-local waiting = {}
 local function waiting_in(queue)
   if waiting[queue] == nil then
-    local ids, length = {}, 0
+    local length = 0
     for _, list in ipairs(lists[queue]) do length = length + redis.call('LLEN', list) end
-    if length > tonumber(ARGV[4]) then
-      ids = false
-    else
-      for _, list in ipairs(lists[queue]) do
-        for _, message in ipairs(redis.call('LRANGE', list, 0, -1)) do
-          local id = id_of(message)
-          if id then ids[id] = true end
-        end
-      end
+    waiting[queue] = length <= tonumber(ARGV[4]) and {}
+    for _, list in ipairs(waiting[queue] and lists[queue] or {}) do
+      for _, raw in ipairs(redis.call('LRANGE', list, 0, -1)) do waiting[queue][id_of(raw) or ''] = true end
     end
-    waiting[queue] = ids
   end
   return waiting[queue]
 end
-local lost = {}
 for _, id in ipairs(due) do
   redis.call('ZADD', KEYS[1], now + interval, id)
   local found = taken[id]
   if not found then
     local time, queue = sent_of(id)
-    if queue == nil or lists[queue] == nil then
-      found = true  -- finished meanwhile, or not ours to judge
-    else
-      local first = oldest_of(queue)
-      if first ~= false and first ~= -1 and first <= time then
-        found = true  -- maybe waiting behind the oldest message
-      elseif first ~= false then
-        local ids = waiting_in(queue)
-        found = (ids == false) or ids[id]
-      end
+    local first = lists[queue or ''] and oldest_of(queue)
+    if first == nil or (first ~= false and first ~= -1 and first <= time) then
+      found = true  -- finished meanwhile, not ours to judge, or maybe behind the oldest
+    elseif first ~= false then
+      local ids = waiting_in(queue)
+      found = (ids == false) or ids[id]
     end
   end
+  local since = tonumber(redis.call('HGET', KEYS[2], id))
   if found then
     redis.call('HDEL', KEYS[2], id)
-  else
-    local since = tonumber(redis.call('HGET', KEYS[2], id))
-    if since and now - since >= interval * 0.9 then
-      redis.call('HDEL', KEYS[2], id)
-      table.insert(lost, id)
-    elseif not since then
-      redis.call('HSET', KEYS[2], id, now)
-    end
+  elseif since and now - since >= interval * 0.9 then
+    redis.call('HDEL', KEYS[2], id)
+    table.insert(lost, id)
+  elseif not since then
+    redis.call('HSET', KEYS[2], id, now)
   end
 end
 return lost
@@ -289,11 +253,8 @@ def _resend(app, client, task_id):
         return False
     task = app.tasks.get(job["task"])
     if task is None:
-        logger.error(
-            "LOST JOB: %s[%s] for %s vanished from the queues, and this worker "
-            "does not know its task, so it cannot send it again",
-            job["task"], task_id, url,
-        )
+        logger.error("LOST JOB: %s[%s] for %s vanished from the queues, and this worker "
+                     "does not know its task, so it cannot send it again", job["task"], task_id, url)
         return False
     job["resends"] += 1
     client.hset(JOBS, task_id, json.dumps(job))

@@ -21,11 +21,14 @@ help:
 	@echo "make buildout-check  run buildout.cfg in build/buildout (10-11 minutes from scratch, about 1 with"
 	@echo "            the eggs kept there), start bin/instance, check it answers (README: Deploying with buildout)"
 
-$(STAMP): setup.py constraints.txt
+# The add-on, and the benchmarks of make bench: a development package of the
+# checkout (benchmarks/), never in the wheel.
+$(STAMP): setup.py benchmarks/pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if (3, 10) <= sys.version_info[:2] <= (3, 13) else "Python 3.10 to 3.13 is needed; run: make PYTHON=python3.11 ...")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade -c constraints.txt pip setuptools wheel
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,run,lint]'
+	$(BIN)/pip install --quiet -c constraints.txt -e ./benchmarks
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -65,13 +68,18 @@ test: install redis-server haproxy chromium lint
 	$(BIN)/pytest
 
 lint: install
-	$(BIN)/ruff check src scripts
+	$(BIN)/ruff check src scripts benchmarks
 	$(BIN)/check-manifest --no-build-isolation --quiet
 
-# Build the sdist and the wheel, install the wheel into a new venv, import it.
+# Build the sdist and the wheel, list the wheel (no benchmarks in it), install
+# the wheel into a new venv, import it.
 dist-check: install
 	rm -rf dist build/dist-venv
 	$(BIN)/python -m build --no-isolation --outdir dist .
+	$(BIN)/python -m zipfile -l dist/*.whl
+	@if $(BIN)/python -m zipfile -l dist/*.whl | grep -i benchmark; then \
+	  echo "the wheel contains the benchmarks (listed above): they belong in benchmarks/, outside src/" >&2; exit 1; \
+	fi
 	$(PYTHON) -m venv build/dist-venv
 	build/dist-venv/bin/pip install --quiet -c constraints.txt dist/*.whl
 	cd build && dist-venv/bin/python -c 'import ploneintranet.asynctasks.core, ploneintranet.asynctasks.celerytasks as c; print("imported", c.app.main, "from", ploneintranet.asynctasks.core.__file__)'
@@ -97,8 +105,7 @@ docs: install
 	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
 
 bench: install redis-server
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[bench]'
-	$(BIN)/python -m ploneintranet.asynctasks.benchmarks $(BENCH_ARGS)
+	$(BIN)/python -m asynctasks_benchmarks $(BENCH_ARGS)
 
 # buildout.cfg for sysadmins who deploy with zc.buildout: run it in build/
 # (own venv, eggs kept for the next run), check bin/instance answers HTTP and
@@ -108,7 +115,7 @@ buildout-check:
 
 # One push server holding 1,000 open sockets (docs/push.rst); var/bench-push.json.
 bench-push: install redis-server
-	$(BIN)/python -m ploneintranet.asynctasks.benchmarks.push $(BENCH_PUSH_ARGS)
+	$(BIN)/python -m asynctasks_benchmarks.push $(BENCH_PUSH_ARGS)
 
 stop:
 	@if [ -x $(BIN)/python ]; then $(BIN)/python scripts/devserver.py stop; fi

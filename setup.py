@@ -74,10 +74,6 @@ setup(
             "ZEO",
             "flower",
         ],
-        # make bench: py-spy records where the time goes (--profile).
-        "bench": [
-            "py-spy",
-        ],
         # make lint (part of make test) and make dist-check.
         "lint": [
             "build",

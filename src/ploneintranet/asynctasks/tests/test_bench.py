@@ -3,11 +3,15 @@
 The benchmark is not a test: this only proves that it starts every process,
 makes every measurement and reports every row. Its targets are not checked
 (tiny numbers on a busy machine say nothing); see docs/benchmarks.rst.
+
+It lives in the checkout's benchmarks/ (the development package
+``asynctasks_benchmarks``, installed by ``make install``) and runs here as
+``make bench`` runs it: from the checkout's root, where pytest runs.
 """
 
+from asynctasks_benchmarks import report
 import json
 from pathlib import Path
-from ploneintranet.asynctasks.benchmarks import report
 import subprocess
 import sys
 import tempfile
@@ -19,7 +23,7 @@ class TestBenchSmoke(unittest.TestCase):
         with tempfile.TemporaryDirectory(prefix="asynctasks-bench-test-") as directory:
             figures = Path(directory) / "bench.json"
             result = subprocess.run(
-                [sys.executable, "-m", "ploneintranet.asynctasks.benchmarks",
+                [sys.executable, "-m", "asynctasks_benchmarks",
                  "--smoke", "--json", str(figures)],
                 capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
             )

@@ -1,6 +1,6 @@
 """The push benchmark runs: a few sockets, every message delivered."""
 
-from ploneintranet.asynctasks.benchmarks import push
+from asynctasks_benchmarks import push
 import unittest
 
 

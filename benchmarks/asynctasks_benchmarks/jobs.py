@@ -1,7 +1,7 @@
 """The benchmark's jobs: the naive way to send one, and where each kind goes.
 
 The worker loads this module with ``--include``; Plone imports it through
-:mod:`~ploneintranet.asynctasks.benchmarks.views`.
+:mod:`~asynctasks_benchmarks.views`.
 """
 
 from ploneintranet.asynctasks import tasks
@@ -19,7 +19,7 @@ DEFAULT_QUEUE = "bench-default"
 NAIVE_QUEUE = "bench-naive"
 
 
-@app.task(name="ploneintranet.asynctasks.benchmarks.naive_post")
+@app.task(name="asynctasks_benchmarks.naive_post")
 def naive_post(url, data=None, headers=None, cookies=None):
     """The naive way: a new connection per job (``requests.post``) and the
     result stored in the backend."""

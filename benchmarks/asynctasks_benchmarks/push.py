@@ -2,7 +2,7 @@
 
 ::
 
-    .venv/bin/python -m ploneintranet.asynctasks.benchmarks.push
+    .venv/bin/python -m asynctasks_benchmarks.push
         [--sockets 1000] [--messages 2000] [--rate 200] [--json var/bench-push.json]
 
 Starts a private redis-server and the push server as its own process, opens
@@ -35,8 +35,8 @@ from tornado import web
 from tornado import websocket
 
 
-ROOT = Path(__file__).resolve().parents[4]
-DEFAULT_JSON = ROOT / "var" / "bench-push.json"
+#: Relative to the current directory: the checkout's root under ``make bench-push``.
+DEFAULT_JSON = Path("var") / "bench-push.json"
 USER_PREFIX = "bench-user-"
 #: Sockets opened at the same time.
 OPEN_BATCH = 50
@@ -154,11 +154,13 @@ def run(sockets=1000, messages=2000, rate=200):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="benchmark of the websocket push server")
+    """Run the push benchmark with the command line ``argv``; return the exit status."""
+    parser = argparse.ArgumentParser(prog="make bench-push", description="benchmark of the websocket push server")
     parser.add_argument("--sockets", type=int, default=1000)
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--rate", type=float, default=200, help="messages per second")
-    parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON,
+                        help=f"where to write the figures (default: {DEFAULT_JSON})")
     args = parser.parse_args(argv)
     figures = run(args.sockets, args.messages, args.rate)
     latency = figures["latency_ms"]

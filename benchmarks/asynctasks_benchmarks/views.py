@@ -7,12 +7,12 @@ timed in an after-commit hook and kept in this process, per ``run``, for
 ``@@bench-effects`` to report.
 """
 
+from asynctasks_benchmarks.jobs import KINDS
 from BTrees.Length import Length
 import json
 from plone.app.textfield.value import RichTextValue
 from plone.protect.authenticator import createToken
 from ploneintranet.asynctasks import tasks
-from ploneintranet.asynctasks.benchmarks.jobs import KINDS
 from ploneintranet.asynctasks.browser.views import ProtectedJobView
 from Products.CMFCore.utils import getToolByName
 from Products.Five.browser import BrowserView
@@ -22,7 +22,7 @@ import transaction
 from zope.annotation.interfaces import IAnnotations
 
 
-COUNTER_KEY = "ploneintranet.asynctasks.benchmarks.writes"
+COUNTER_KEY = "asynctasks_benchmarks.writes"
 
 _effects = {}
 _effects_lock = threading.Lock()
@@ -70,7 +70,7 @@ class WriteView(ProtectedJobView):
 
 class EnqueueView(ProtectedJobView):
     """``@@bench-enqueue``: ``jobs`` jobs of ``kind`` (see
-    :data:`~ploneintranet.asynctasks.benchmarks.jobs.KINDS`) to
+    :data:`~asynctasks_benchmarks.jobs.KINDS`) to
     ``@@bench-write``, each stamped with the time it was enqueued;
     ``queue`` sends them to another queue (to compare worker settings)."""
 

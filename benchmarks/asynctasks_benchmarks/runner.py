@@ -2,22 +2,26 @@
 
 ::
 
-    .venv/bin/python -m ploneintranet.asynctasks.benchmarks [--smoke]
+    .venv/bin/python -m asynctasks_benchmarks [--smoke]
         [--rounds N] [--json var/bench.json] [--only enqueue,latency] [--keep]
-        [--profile DIR]
+        [--profile DIR] [--root CHECKOUT]
+
+Run it from the root of the git checkout (``make bench`` does), or name the
+checkout with ``--root``: its scripts/ build the site and the figures go to
+its var/bench.json.
 """
 
 import argparse
+from asynctasks_benchmarks import measure
+from asynctasks_benchmarks import profiling
+from asynctasks_benchmarks import report
+from asynctasks_benchmarks.client import PloneClient
+from asynctasks_benchmarks.services import TUNED_WORKER
+from asynctasks_benchmarks.services import BenchStack
 import contextlib
 import dataclasses
 import os
 from pathlib import Path
-from ploneintranet.asynctasks.benchmarks import measure
-from ploneintranet.asynctasks.benchmarks import profiling
-from ploneintranet.asynctasks.benchmarks import report
-from ploneintranet.asynctasks.benchmarks.client import PloneClient
-from ploneintranet.asynctasks.benchmarks.services import TUNED_WORKER
-from ploneintranet.asynctasks.benchmarks.services import BenchStack
 import shutil
 import signal
 import sys
@@ -25,8 +29,6 @@ import tempfile
 import time
 
 
-ROOT = Path(__file__).resolve().parents[4]
-DEFAULT_JSON = ROOT / "var" / "bench.json"
 MEASUREMENTS = {
     "enqueue": measure.enqueue_cost,
     "throughput": measure.throughput,
@@ -52,11 +54,11 @@ def warm_up(stack, client, sizes):
     stack.redis.delete(measure.PARKED_QUEUE)
 
 
-def run(sizes, only, directory, profile=None):
+def run(sizes, only, directory, checkout, profile=None):
     """Measure ``only``; with ``profile`` (a directory), record Plone and
     the tuned worker with py-spy meanwhile."""
     results = {}
-    with BenchStack(directory) as stack:
+    with BenchStack(directory, checkout) as stack:
         say(f"bench: Plone {stack.portal_url}, Redis {stack.redis_url}, logs in {directory}/log")
         client = PloneClient(stack.portal_url, stack.password)
         warm_up(stack, client, sizes)
@@ -85,7 +87,10 @@ def parse(argv):
     parser.add_argument("--smoke", action="store_true",
                         help="tiny numbers: proves the benchmark runs, measures nothing")
     parser.add_argument("--rounds", type=int, help="rounds of each comparison")
-    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write the figures")
+    parser.add_argument("--root", type=Path, default=Path.cwd(), metavar="CHECKOUT",
+                        help="the git checkout whose scripts/ build the site (default: the current directory)")
+    parser.add_argument("--json", type=Path,
+                        help="where to write the figures (default: CHECKOUT/var/bench.json)")
     parser.add_argument("--only", default=",".join(MEASUREMENTS),
                         help=f"comma-separated measurements of {', '.join(MEASUREMENTS)}")
     parser.add_argument("--profile", type=Path, metavar="DIR",
@@ -93,6 +98,12 @@ def parse(argv):
     parser.add_argument("--keep", action="store_true",
                         help="keep the temp directory (Data.fs, logs) afterwards")
     args = parser.parse_args(argv)
+    args.root = args.root.resolve()
+    if not (args.root / "scripts" / "create_site.py").is_file():
+        parser.error(f"{args.root} is not a git checkout of ploneintranet.asynctasks (no "
+                     "scripts/create_site.py): run `make bench` in the checkout, or pass --root")
+    if args.json is None:
+        args.json = args.root / "var" / "bench.json"
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = set(args.only) - set(MEASUREMENTS)
     if unknown:
@@ -106,6 +117,7 @@ def _terminate(signum, frame):
 
 
 def main(argv=None):
+    """Run the benchmark with the command line ``argv``; return the exit status."""
     args = parse(sys.argv[1:] if argv is None else argv)
     sizes = measure.SMOKE if args.smoke else measure.FULL
     if args.rounds:
@@ -116,7 +128,7 @@ def main(argv=None):
     directory = tempfile.mkdtemp(prefix="asynctasks-bench-")
     load_before = os.getloadavg()[0]
     try:
-        results = run(sizes, args.only, directory, args.profile)
+        results = run(sizes, args.only, directory, args.root, args.profile)
     finally:
         if args.keep:
             say(f"bench: kept {directory}")

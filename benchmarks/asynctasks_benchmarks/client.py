@@ -1,6 +1,6 @@
 """The benchmark's browser: one keep-alive session, logged in as the editor."""
 
-from ploneintranet.asynctasks.benchmarks import site
+from asynctasks_benchmarks import site
 import requests
 
 
@@ -9,7 +9,7 @@ class BenchError(RuntimeError):
 
 
 class PloneClient:
-    """Logged in as :data:`~ploneintranet.asynctasks.benchmarks.site.USER`
+    """Logged in as :data:`~asynctasks_benchmarks.site.USER`
     through Plone's login form, so requests (and the jobs they enqueue)
     carry the ``__ac`` cookie, as a browser's do."""
 

@@ -6,11 +6,11 @@ the benchmark's editor, so they carry the editor's ``__ac`` cookie and a CSRF
 token like any user's jobs.
 """
 
+from asynctasks_benchmarks import site
+from asynctasks_benchmarks.client import BenchError
+from asynctasks_benchmarks.jobs import PARKED_QUEUE
 from dataclasses import dataclass
 import itertools
-from ploneintranet.asynctasks.benchmarks import site
-from ploneintranet.asynctasks.benchmarks.client import BenchError
-from ploneintranet.asynctasks.benchmarks.jobs import PARKED_QUEUE
 import statistics
 import time
 import uuid

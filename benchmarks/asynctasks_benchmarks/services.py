@@ -1,20 +1,20 @@
 """The real processes the benchmark measures, all under one temp directory.
 
 :class:`BenchStack` starts a private ``redis-server``, builds a Plone site on
-a FileStorage with scripts/zopeconfig.py and create_site.py (through
-:mod:`~ploneintranet.asynctasks.benchmarks.site`), serves it with ``runwsgi``
+a FileStorage with the checkout's scripts/zopeconfig.py and create_site.py
+(through :mod:`~asynctasks_benchmarks.site`), serves it with ``runwsgi``
 as ``make run`` does, plus this package's views, and starts one Celery worker
 per :class:`WorkerSettings`. Leaving the ``with`` block stops them all, also
 after an error or Ctrl-C.
 """
 
+from asynctasks_benchmarks import site
+from asynctasks_benchmarks.jobs import DEFAULT_QUEUE
+from asynctasks_benchmarks.jobs import NAIVE_QUEUE
 import contextlib
 from dataclasses import dataclass
 import os
 from pathlib import Path
-from ploneintranet.asynctasks.benchmarks import site
-from ploneintranet.asynctasks.benchmarks.jobs import DEFAULT_QUEUE
-from ploneintranet.asynctasks.benchmarks.jobs import NAIVE_QUEUE
 from ploneintranet.asynctasks.celerytasks import app
 from ploneintranet.asynctasks.testing import free_port
 from ploneintranet.asynctasks.testing import point_celery_app_at
@@ -98,10 +98,13 @@ def process_tree_cpu(pid):
 
 
 class BenchStack:
-    """Redis, a Plone instance on a FileStorage and Celery workers."""
+    """Redis, a Plone instance on a FileStorage and Celery workers, under
+    ``directory``; ``checkout`` is the git checkout whose scripts/ configure
+    and build the site."""
 
-    def __init__(self, directory, workers=(TUNED_WORKER, DEFAULT_WORKER, NAIVE_WORKER)):
+    def __init__(self, directory, checkout, workers=(TUNED_WORKER, DEFAULT_WORKER, NAIVE_WORKER)):
         self.directory = Path(directory)
+        self.checkout = Path(checkout)
         self.worker_settings = {settings.name: settings for settings in workers}
         self.workers = {}
         self._stack = contextlib.ExitStack()
@@ -152,20 +155,18 @@ class BenchStack:
     # --- Plone -----------------------------------------------------------
 
     def build_site(self, password_file):
-        site.require_scripts()
-        import zopeconfig
-
+        zopeconfig = site.load_script(self.checkout, "zopeconfig")
         self.ini = zopeconfig.write_single_instance(self.directory, self.port)
         # The benchmark's views, for this instance only.
         site_zcml = zopeconfig.SITE_ZCML.format(header=zopeconfig.HEADER).replace(
             "</configure>",
-            '  <include package="ploneintranet.asynctasks.benchmarks" />\n\n</configure>',
+            '  <include package="asynctasks_benchmarks" />\n\n</configure>',
         )
         (self.directory / "etc" / "site.zcml").write_text(site_zcml)
         log = self.directory / "log" / "create-site.log"
         with open(log, "w") as output:
             result = subprocess.run(
-                [sys.executable, "-m", "ploneintranet.asynctasks.benchmarks.site",
+                [sys.executable, "-m", "asynctasks_benchmarks.site", str(self.checkout),
                  str(self.directory / "etc" / "zope.conf"), str(password_file)],
                 env=self.environment(), stdout=output, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, timeout=300,
@@ -211,7 +212,7 @@ class BenchStack:
         command = [
             sys.executable, "-m", "celery",
             "-A", "ploneintranet.asynctasks.celerytasks", "worker",
-            "--include", "ploneintranet.asynctasks.benchmarks.jobs",
+            "--include", "asynctasks_benchmarks.jobs",
             "--loglevel", "INFO", "--logfile", str(log), "--hostname", hostname,
             "--pool", settings.pool, "--concurrency", str(settings.concurrency),
             "--prefetch-multiplier", str(settings.prefetch_multiplier),

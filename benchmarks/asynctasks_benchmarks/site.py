@@ -1,23 +1,22 @@
 """Build the benchmark's Plone site; run in its own process by
-:mod:`~ploneintranet.asynctasks.benchmarks.services`.
+:mod:`~asynctasks_benchmarks.services`.
 
 Usage::
 
-    python -m ploneintranet.asynctasks.benchmarks.site ZOPE_CONF PASSWORD_FILE
+    python -m asynctasks_benchmarks.site CHECKOUT ZOPE_CONF PASSWORD_FILE
 
-In one transaction, scripts/create_site.py's steps make the site ``Plone``
-and the Zope admin (its password from ``PASSWORD_FILE``); then this adds
-what the measurements need: the Plone user :data:`USER` (an Editor, with the
+In one transaction, the steps of ``CHECKOUT/scripts/create_site.py`` make
+the site ``Plone`` and the Zope admin (its password from ``PASSWORD_FILE``);
+then this adds what the measurements need: the Plone user :data:`USER` (an Editor, with the
 same password), the small page :data:`SMALL_PAGE` and the large page
 :data:`LARGE_PAGE` (about :data:`LARGE_PAGE_BYTES` of text).
 """
 
+import importlib.util
 from pathlib import Path
 import sys
 
 
-#: The checkout's scripts/, where create_site.py and zopeconfig.py live.
-SCRIPTS = Path(__file__).resolve().parents[4] / "scripts"
 #: The site that scripts/create_site.py makes.
 SITE_ID = "Plone"
 USER = "bench-editor"
@@ -31,15 +30,20 @@ WORDS = (
 ).split()
 
 
-def require_scripts():
-    """Make scripts/ importable; say what to do when it is not there."""
-    if not (SCRIPTS / "create_site.py").exists():
+def load_script(checkout, name):
+    """The module ``scripts/<name>.py`` of the git checkout ``checkout``
+    (scripts/ is no package: the module is loaded from its file)."""
+    path = Path(checkout) / "scripts" / f"{name}.py"
+    if not path.is_file():
         raise SystemExit(
-            f"the benchmark needs the checkout's scripts/ ({SCRIPTS} has no "
-            "create_site.py): run it from a git checkout with `make bench`"
+            f"the benchmark needs {path}: run it from the root of a git "
+            "checkout of ploneintranet.asynctasks (`make bench`), or name "
+            "the checkout with --root"
         )
-    if str(SCRIPTS) not in sys.path:
-        sys.path.insert(0, str(SCRIPTS))
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def large_text(size=LARGE_PAGE_BYTES, marker=""):
@@ -60,9 +64,10 @@ def large_text(size=LARGE_PAGE_BYTES, marker=""):
 
 
 def add_bench_content(site, password):
+    """Add the user :data:`USER` with ``password`` and the two pages."""
+    from asynctasks_benchmarks.views import add_counter
     from plone import api
     from plone.app.textfield.value import RichTextValue
-    from ploneintranet.asynctasks.benchmarks.views import add_counter
 
     if site.acl_users.getUserById(USER) is None:
         site.acl_users._doAddUser(USER, password, ["Member", "Editor"], [])
@@ -79,13 +84,12 @@ def add_bench_content(site, password):
 
 
 def main(argv):
-    if len(argv) != 3:
+    """Build the site: ``argv`` is ``[program, CHECKOUT, ZOPE_CONF, PASSWORD_FILE]``."""
+    if len(argv) != 4:
         raise SystemExit(__doc__)
-    zope_conf, password_file = argv[1:]
+    checkout, zope_conf, password_file = argv[1:]
     password = Path(password_file).read_text(encoding="utf-8").strip()
-    require_scripts()
-    import create_site
-
+    create_site = load_script(checkout, "create_site")
     create_site.build(zope_conf, password, then=lambda site: add_bench_content(site, password))
     print("benchmark site: done")
 

@@ -9,6 +9,7 @@ debounce keys are written in one pipeline (:class:`RedisDelivery`).
 
 import logging
 from ploneintranet.asynctasks import ledger
+from ploneintranet.asynctasks import rediswriter
 from ploneintranet.asynctasks.broker import redis_client
 from ploneintranet.asynctasks.wire import masked_url
 
@@ -36,14 +37,19 @@ class Delivery:
     def publish(self, jobs):
         """Send ``jobs``; return their ``AsyncResult``. Raises what the
         broker raises."""
+        return self.by_celery(jobs)
+
+    def by_celery(self, jobs):
+        """Send ``jobs`` by ``apply_async``, in one kombu publish batch."""
         with self.app.producer_or_acquire() as producer, producer.batch():
             return [job.task.apply_async(job.args, producer=producer, **job.options) for job in jobs]
 
     def send(self, jobs):
         """Send the jobs of a committed transaction, together; should that
-        fail, one by one (delivery stays at least once). A job that cannot
-        be sent is logged as ``LOST JOB``: its data is committed, so a site
-        administrator must redo the work. Never raises."""
+        fail, one by one by ``apply_async`` (with Celery's publish retries;
+        delivery stays at least once). A job that cannot be sent is logged
+        as ``LOST JOB``: its data is committed, so a site administrator must
+        redo the work. Never raises."""
         try:
             self.publish(jobs)
             return
@@ -54,7 +60,7 @@ class Delivery:
             )
         for job in jobs:
             try:
-                self.publish([job])
+                self.by_celery([job])
             except Exception:
                 # credentials are not logged: the url and the user only
                 logger.exception(
@@ -70,37 +76,54 @@ class EagerDelivery(Delivery):
     def check(self):
         """Nothing to check: there is no broker."""
 
-    def publish(self, jobs):
+    def by_celery(self, jobs):
         """Run ``jobs`` now; return their ``EagerResult``."""
         return [job.task.apply_async(job.args, **job.options) for job in jobs]
 
 
 class RedisDelivery(Delivery):
-    """A Redis broker: the jobs' ledger entries and debounce keys are
-    written in one pipeline, then the jobs are sent as by :class:`Delivery`."""
+    """A Redis broker: the jobs' ledger entries, debounce keys and messages
+    in one pipeline (:mod:`~ploneintranet.asynctasks.rediswriter`), or, for
+    jobs that writer cannot write exactly, the entries and keys first and the
+    jobs then by Celery's road."""
 
     def check(self):
         """Ping the broker's Redis."""
         redis_client(self.app).ping()
 
     def publish(self, jobs):
+        """Send ``jobs`` in one round trip where :func:`.rediswriter.can_write`;
+        return their ``AsyncResult``. Raises what Redis raises."""
+        if not rediswriter.can_write(self.app, jobs):
+            return self.by_celery(jobs)
+        routes = {}
+        pipe = self.bookkeeping(jobs, routes)
+        rediswriter.write(pipe, self.app, jobs, [ledger.queue_of(self.app, job, routes) for job in jobs])
+        pipe.execute()
+        return [job.task.AsyncResult(job.id) for job in jobs]
+
+    def by_celery(self, jobs):
         """Write the ledger entries and debounce keys of ``jobs``, then send
-        them. A failure to write is logged, not raised: sending will report
-        a broker that is down."""
-        pipe = redis_client(self.app).pipeline(transaction=False)
-        ledger.add_to(pipe, self.app, jobs)
-        for job in jobs:
-            if job.debounce:
-                pipe.set(DEBOUNCE_PREFIX + job.fingerprint, job.id, ex=int(job.debounce) + 3600)
+        them by ``apply_async``. A failure to write is logged, not raised:
+        sending will report a broker that is down."""
         try:
-            pipe.execute()
+            self.bookkeeping(jobs).execute()
         except Exception as error:
             logger.warning(
                 "could not write %d job(s) into the ledger (%s: %s): they are sent, "
                 "but would not be sent again if a worker lost them",
                 len(jobs), type(error).__name__, error,
             )
-        return super().publish(jobs)
+        return super().by_celery(jobs)
+
+    def bookkeeping(self, jobs, routes=None):
+        """A Redis pipeline that writes the ledger entries and debounce keys of ``jobs``."""
+        pipe = redis_client(self.app).pipeline(transaction=False)
+        ledger.add_to(pipe, self.app, jobs, routes)
+        for job in jobs:
+            if job.debounce:
+                pipe.set(DEBOUNCE_PREFIX + job.fingerprint, job.id, ex=int(job.debounce) + 3600)
+        return pipe
 
 
 _deliveries = {}

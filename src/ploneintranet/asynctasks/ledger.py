@@ -155,7 +155,7 @@ def _entry(job, now):
     return json.dumps({"task": job.task.name, "args": list(job.args), "options": kept, "resends": 0})
 
 
-def add_to(pipe, app, jobs):
+def add_to(pipe, app, jobs, routes=None):
     """Add to the Redis pipeline ``pipe`` the commands that write ``jobs``
     (:class:`~ploneintranet.asynctasks.delivery.Job`) into the ledger, to be
     sent before the jobs themselves. Only jobs of tasks with a true
@@ -163,29 +163,29 @@ def add_to(pipe, app, jobs):
     :class:`~ploneintranet.asynctasks.celerytasks.JobTask`, which cross their
     jobs out when finished) are written. A job already there (a retry, or
     sent again by the sweep) keeps its entry; when and where it was sent is
-    updated."""
+    updated. ``routes`` caches :func:`queue_of`."""
     now = time.time()
     due = now + celeryconfig.ASYNC_SWEEP_INTERVAL
-    routes, sent = {}, {}
+    routes = {} if routes is None else routes
+    sent = {}
     for job in jobs:
         if not getattr(job.task, "ledgered", False):
             continue  # nothing would cross it out when it is finished
         pipe.hsetnx(JOBS, job.id, _entry(job, now))
-        queue = queue_of(app, job, routes)
-        sent[job.id] = f"{now!r}\t{queue}"
+        sent[job.id] = f"{now!r}\t{queue_of(app, job, routes).name}"
     if sent:
         pipe.hset(SENT, mapping=sent)
         pipe.zadd(DUE, dict.fromkeys(sent, due))
-        pipe.sadd(QUEUES, *set(routes.values()))
+        pipe.sadd(QUEUES, *{queue.name for queue in routes.values()})
 
 
 def queue_of(app, job, routes):
-    """The name of the queue Celery's router gives ``job``; looked up once
-    per task and ``queue`` option, kept in the dict ``routes``."""
+    """The queue (a kombu ``Queue``) Celery's router gives ``job``; looked
+    up once per task and ``queue`` option, kept in the dict ``routes``."""
     key = (job.task.name, job.options.get("queue"))
     if key not in routes:
         asked = {"queue": job.options["queue"]} if job.options.get("queue") else {}
-        routes[key] = app.amqp.router.route(asked, job.task.name, job.args, {}, job.task)["queue"].name
+        routes[key] = app.amqp.router.route(asked, job.task.name, job.args, {}, job.task)["queue"]
     return routes[key]
 
 

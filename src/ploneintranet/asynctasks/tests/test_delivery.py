@@ -97,25 +97,27 @@ class TestDelivery(unittest.TestCase):
         self.assertEqual(self.ids_in("high"), [result.id])
         self.assertTrue(self.redis.hexists(ledger.JOBS, result.id))
 
-    def test_jobs_of_a_failed_batch_are_sent_one_by_one(self):
+    def test_jobs_of_a_failed_round_trip_are_sent_one_by_one_by_celery(self):
         jobs = [Job.create(celerytasks.post, ARGS, {"task_id": name}) for name in ("a", "b")]
-        sent = delivery.RedisDelivery.publish
+        sent = delivery.RedisDelivery.by_celery
         calls = []
 
-        def flaky(self, jobs):
+        def recorded(self, jobs):
             calls.append([job.id for job in jobs])
-            if len(calls) == 1:
-                raise ConnectionError("the broker went away")
             return sent(self, jobs)
 
-        with mock.patch.object(delivery.RedisDelivery, "publish", flaky):
+        with mock.patch.object(delivery.RedisDelivery, "publish", side_effect=ConnectionError("gone")), \
+                mock.patch.object(delivery.RedisDelivery, "by_celery", recorded):
             delivery.delivery_for(self.app).send(jobs)
-        self.assertEqual(calls, [["a", "b"], ["a"], ["b"]])
+        self.assertEqual(calls, [["a"], ["b"]])
         self.assertEqual(self.ids_in("high"), ["a", "b"])
+        self.assertEqual(self.redis.hlen(ledger.JOBS), 2)
 
     def test_a_job_that_cannot_be_sent_is_logged_as_lost(self):
         job = Job.create(celerytasks.post, ARGS, {"task_id": "doomed"}, "editor")
-        with mock.patch.object(delivery.RedisDelivery, "publish", side_effect=ConnectionError("down")):
+        down = ConnectionError("down")
+        with mock.patch.object(delivery.RedisDelivery, "publish", side_effect=down), \
+                mock.patch.object(delivery.Delivery, "by_celery", side_effect=down):
             with self.assertLogs("ploneintranet.asynctasks") as logs:
                 delivery.delivery_for(self.app).send([job])
         lost = [line for line in logs.output if "LOST JOB" in line]

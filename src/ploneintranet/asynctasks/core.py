@@ -7,7 +7,6 @@ the worker's side, :func:`~ploneintranet.asynctasks.worker.dispatch`, is also
 importable from here, as in ploneintranet.async.
 """
 
-from AccessControl import getSecurityManager
 from Acquisition import aq_base
 from datetime import datetime
 from datetime import timezone
@@ -25,6 +24,7 @@ from ploneintranet.asynctasks.errors import DispatchError  # noqa: F401
 from ploneintranet.asynctasks.errors import JobRefused  # noqa: F401
 from ploneintranet.asynctasks.interfaces import IAsyncTask
 from ploneintranet.asynctasks.jobqueue import jobs_of_transaction
+from ploneintranet.asynctasks.pas import current_userid
 from ploneintranet.asynctasks.urls import resolve_url
 from ploneintranet.asynctasks.wire import AUTH_COOKIE
 from ploneintranet.asynctasks.wire import AUTHENTICATOR_FIELD
@@ -135,7 +135,7 @@ class AbstractPost:
                 "there is no request to take the user's credentials from; "
                 "pass the request: Post(context, request)"
             )
-        self.userid = _current_userid()
+        self.userid = current_userid()
         if celeryconfig.ASYNC_CREDENTIALS == "forward":
             self.cookies, self.headers = capture_credentials(self.request)
             if self.userid is not None and not (self.cookies or self.headers):
@@ -238,8 +238,3 @@ def _check_delay(options):
     return delay
 
 
-def _current_userid():
-    user = getSecurityManager().getUser()
-    if user is None or user.getUserName() == "Anonymous User":
-        return None
-    return user.getId() or user.getUserName()

@@ -9,6 +9,7 @@ that created the site) is given their global roles there, as their own login
 would; a user that exists nowhere is refused.
 """
 
+from AccessControl import getSecurityManager
 from AccessControl.class_init import InitializeClass
 from Acquisition import aq_base
 import logging
@@ -31,6 +32,15 @@ _CREDENTIAL = "asynctasks_job_token"
 # Request key: the Zope-root user a token authenticated in this request.
 _ROOT_USER = "ploneintranet.asynctasks.root_user"
 _INTERFACES = (IExtractionPlugin, IAuthenticationPlugin, IRolesPlugin)
+
+
+def current_userid():
+    """The id of the user of this request, or ``None`` for anonymous: whom
+    a job is queued for and a push socket is opened for."""
+    user = getSecurityManager().getUser()
+    if user is None or user.getUserName() == "Anonymous User":
+        return None
+    return user.getId() or user.getUserName()
 
 
 def is_installed(acl_users):

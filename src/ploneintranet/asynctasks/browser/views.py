@@ -9,7 +9,6 @@ confirmation form and changes nothing, a forged one is refused with 403.
 
 import logging
 from plone.protect.authenticator import check
-from ploneintranet.asynctasks import previews
 from ploneintranet.asynctasks.wire import AUTHENTICATOR_FIELD
 from Products.Five.browser import BrowserView
 from Products.Five.browser.pagetemplatefile import ViewPageTemplateFile
@@ -132,18 +131,3 @@ class CheckTaskView(ProtectedJobView):
     def stored_checksum(self):
         """The checksum the last verified POST stored, or ``None``."""
         return IAnnotations(self.context).get(CHECKSUM_KEY)
-
-
-class GeneratePreviewView(ProtectedJobView):
-    """``@@async-generate-preview``: make and store the preview of an Image
-    or File (see :mod:`ploneintranet.asynctasks.previews`)."""
-
-    def run(self):
-        made = previews.generate(self.context)
-        path = "/".join(self.context.getPhysicalPath())
-        reason = previews.no_preview_reason(self.context)
-        if reason:  # a final state: answered 200, so the job is not retried
-            logger.warning("no preview of %s: %s", path, reason)
-        else:
-            logger.info("preview of %s: %s", path, made)
-        return f"preview {made}"

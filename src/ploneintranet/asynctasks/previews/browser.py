@@ -2,12 +2,17 @@
 ``GeneratePreview`` job made it, then the preview, fetched by pat-push.
 
 The worker view that makes it, ``@@async-generate-preview``, is
-:class:`~ploneintranet.asynctasks.browser.views.GeneratePreviewView`."""
+:class:`GeneratePreviewView`."""
 
+import logging
 from plone.app.layout.viewlets.common import ViewletBase
 from ploneintranet.asynctasks import previews
+from ploneintranet.asynctasks.browser.views import ProtectedJobView
 from Products.Five.browser import BrowserView
 from zExceptions import NotFound
+
+
+logger = logging.getLogger("ploneintranet.asynctasks")
 
 
 class PreviewViewlet(ViewletBase):
@@ -51,3 +56,18 @@ class PreviewImageView(BrowserView):
         response.setHeader("Content-Type", image.contentType or "image/png")
         response.setHeader("Content-Length", str(image.getSize()))
         return image.data
+
+
+class GeneratePreviewView(ProtectedJobView):
+    """``@@async-generate-preview``: make and store the preview of an Image
+    or File (see :mod:`ploneintranet.asynctasks.previews`)."""
+
+    def run(self):
+        made = previews.generate(self.context)
+        path = "/".join(self.context.getPhysicalPath())
+        reason = previews.no_preview_reason(self.context)
+        if reason:  # a final state: answered 200, so the job is not retried
+            logger.warning("no preview of %s: %s", path, reason)
+        else:
+            logger.info("preview of %s: %s", path, made)
+        return f"preview {made}"

@@ -4,19 +4,12 @@ from html import escape
 from plone import api
 from plone.app.layout.viewlets.common import ViewletBase
 from ploneintranet.asynctasks import celeryconfig
+from ploneintranet.asynctasks.pas import current_userid
 from Products.Five.browser import BrowserView
 
 
 #: Where the add-on's browser resources are published.
 RESOURCE_PREFIX = "++resource++ploneintranet.asynctasks"
-
-
-def current_userid():
-    """The logged-in user's id, or ``None`` for anonymous."""
-    if api.user.is_anonymous():
-        return None
-    user = api.user.get_current()
-    return user.getId() or user.getUserName()
 
 
 class PushUserView(BrowserView):

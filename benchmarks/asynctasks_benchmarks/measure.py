@@ -93,10 +93,13 @@ def enqueue_cost(stack, client, sizes):
     rounds = []
     for _ in range(sizes.rounds):
         run = new_run("cost")
-        one, ten, pages = [], [], []
+        one, ten, pages, one_celery, ten_celery = [], [], [], [], []
         for number in range(sizes.enqueue_requests):
             one.append(client.post(f"{PAGE}/@@bench-enqueue-cost", jobs=1, run=run).json())
             ten.append(client.post(f"{PAGE}/@@bench-enqueue-cost", jobs=10, run=run).json())
+            # the same by Celery's own road, interleaved: what the writer saves
+            one_celery.append(client.post(f"{PAGE}/@@bench-enqueue-cost", jobs=1, run=run, road="celery").json())
+            ten_celery.append(client.post(f"{PAGE}/@@bench-enqueue-cost", jobs=10, run=run, road="celery").json())
             if number % max(1, sizes.enqueue_requests // sizes.page_renders) == 0:
                 started = time.perf_counter()
                 client.get(PAGE)
@@ -108,6 +111,10 @@ def enqueue_cost(stack, client, sizes):
             "ten_median": statistics.median(ten) / 10,
             "ten_p99": percentile(ten, 0.99) / 10,
             "ten_over_one": statistics.median(ten) / statistics.median(one),
+            "one_celery_median": statistics.median(one_celery),
+            "ten_celery_median": statistics.median(ten_celery) / 10,
+            "one_celery_over_writer": statistics.median(one_celery) / statistics.median(one),
+            "ten_celery_over_writer": statistics.median(ten_celery) / statistics.median(ten),
             "page_median": statistics.median(pages),
         })
     return rounds

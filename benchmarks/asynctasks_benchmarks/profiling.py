@@ -73,6 +73,7 @@ STEPS = (
     ("broker ping in the vote", "JobsOfTransaction.tpc_vote"),
     ("sending after the commit (tpc_finish)", "JobsOfTransaction.tpc_finish"),
     ("of which Celery's apply_async", "Task.apply_async"),
+    ("of which the Redis writer (rediswriter)", "rediswriter.py"),
     ("the worker's task (dispatch)", "JobTask.__call__"),
     ("of which the HTTP POST (requests)", "Session.request"),
     ("kombu's bookkeeping of unacked jobs", "QoS."),

@@ -16,6 +16,7 @@ the figure is about the push path, not about Plone's login.
 
 import argparse
 import asyncio
+from asynctasks_benchmarks.measure import percentile
 import json
 from pathlib import Path
 from ploneintranet.asynctasks.push.messages import channel
@@ -93,10 +94,6 @@ async def publish_and_wait(redis_url, sockets, messages, rate, timeout=30):
     await asyncio.gather(*readers, return_exceptions=True)
     await client.aclose()
     return sent, received
-
-
-def percentile(values, fraction):
-    return values[min(len(values) - 1, int(fraction * len(values)))] if values else None
 
 
 def rss_mib(pid):

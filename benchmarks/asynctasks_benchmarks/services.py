@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from ploneintranet.asynctasks.celerytasks import app
 from ploneintranet.asynctasks.testing import free_port
+from ploneintranet.asynctasks.testing import log_tail
 from ploneintranet.asynctasks.testing import point_celery_app_at
 from ploneintranet.asynctasks.testing import start_redis_server
 from ploneintranet.asynctasks.testing import stop_process
@@ -53,13 +54,6 @@ TUNED_WORKER = WorkerSettings("tuned", ("celery", "high"), "threads", 8, 4)
 DEFAULT_WORKER = WorkerSettings("default", (DEFAULT_QUEUE,))
 #: The default settings again, for the naive task.
 NAIVE_WORKER = WorkerSettings("naive", (NAIVE_QUEUE,))
-
-
-def _tail(path, lines=30):
-    try:
-        return "".join(Path(path).read_text(errors="replace").splitlines(True)[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 def _process_tree(pid):
@@ -172,7 +166,7 @@ class BenchStack:
                 stdin=subprocess.DEVNULL, timeout=300,
             )
         if result.returncode != 0:
-            raise RuntimeError(f"building the benchmark site failed:\n{_tail(log)}")
+            raise RuntimeError(f"building the benchmark site failed:\n{log_tail(log)}")
 
     def environment(self, **extra):
         env = dict(os.environ, BROKER_URL=self.redis_url, CELERY_RESULT_BACKEND=self.redis_url)
@@ -195,7 +189,7 @@ class BenchStack:
 
         def answers():
             if process.poll() is not None:
-                raise RuntimeError(f"Plone exited:\n{_tail(self.plone_log)}")
+                raise RuntimeError(f"Plone exited:\n{log_tail(self.plone_log)}")
             try:
                 return requests.get(self.portal_url, timeout=2).status_code == 200
             except requests.RequestException:
@@ -234,7 +228,7 @@ class BenchStack:
 
         def answers():
             if process.poll() is not None:
-                raise RuntimeError(f"the {settings.name} worker exited:\n{_tail(log)}")
+                raise RuntimeError(f"the {settings.name} worker exited:\n{log_tail(log)}")
             with app.connection_for_write() as connection:
                 return app.control.ping(destination=[hostname], timeout=0.5,
                                         connection=connection)

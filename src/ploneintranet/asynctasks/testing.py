@@ -84,7 +84,9 @@ def point_celery_app_at(broker_url, result_backend):
     app._backend_cache = None
 
 
-def _tail(path, lines=40):
+def log_tail(path, lines=40):
+    """The last ``lines`` lines of the log file ``path``, for an error
+    message; ``(no log)`` if it cannot be read."""
     try:
         with open(path, errors="replace") as log:
             return "".join(log.readlines()[-lines:])
@@ -133,7 +135,7 @@ def start_redis_server(port, directory):
 
     def answers():
         if process.poll() is not None:
-            raise RuntimeError(f"redis-server exited:\n{_tail(log)}")
+            raise RuntimeError(f"redis-server exited:\n{log_tail(log)}")
         try:
             return client.ping()
         except redis.ConnectionError:
@@ -177,7 +179,7 @@ def start_celery_worker(redis_url, directory, name, concurrency=2, queues=None, 
 
     def answers():
         if process.poll() is not None:
-            raise RuntimeError(f"the Celery worker exited:\n{_tail(log)}")
+            raise RuntimeError(f"the Celery worker exited:\n{log_tail(log)}")
         app = celerytasks.app
         # not a pooled connection: after a Redis restart it can miss replies
         with app.connection_for_write() as connection:
@@ -189,7 +191,7 @@ def start_celery_worker(redis_url, directory, name, concurrency=2, queues=None, 
         wait_until(answers, 60, message="the Celery worker to answer a ping")
     except AssertionError:
         stop_process(process)
-        raise AssertionError(f"the Celery worker did not start:\n{_tail(log)}") from None
+        raise AssertionError(f"the Celery worker did not start:\n{log_tail(log)}") from None
     return process
 
 
@@ -339,7 +341,7 @@ def start_push_server(port, plone_url, redis_url, directory, **environ):
 
     def listens():
         if process.poll() is not None:
-            raise RuntimeError(f"the push server exited:\n{_tail(log)}")
+            raise RuntimeError(f"the push server exited:\n{log_tail(log)}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
         except OSError:

@@ -1,11 +1,15 @@
 """Shared helpers of the tests that run the real pipeline."""
 
+import json
 from plone import api
 from plone.app.testing import SITE_OWNER_NAME
 from plone.app.testing import SITE_OWNER_PASSWORD
 from plone.app.testing import setRoles
+from ploneintranet.asynctasks import celerytasks
+from ploneintranet.asynctasks.testing import REDIS_SERVER_FIXTURE
 from ploneintranet.asynctasks.testing import wait_until
 from ploneintranet.asynctasks.tests.layers import PIPELINE_TESTING
+import redis
 import requests
 import transaction
 import unittest
@@ -65,3 +69,22 @@ class PipelineTestCase(unittest.TestCase):
     def celery_log(self):
         with open(self.layer["celery_log"], errors="replace") as log:
             return log.read()
+
+
+class BrokerTestCase(unittest.TestCase):
+    """The Celery app on a private, empty Redis broker (no worker)."""
+
+    layer = REDIS_SERVER_FIXTURE
+
+    def setUp(self):
+        self.app = celerytasks.app
+        self.redis = redis.Redis.from_url(self.layer["redis_url"], socket_timeout=5)
+        self.redis.flushdb()
+
+    def tearDown(self):
+        self.redis.flushdb()
+        self.redis.close()
+
+    def ids_in(self, queue):
+        """The task ids of the messages in ``queue``, the first to be taken first."""
+        return [json.loads(raw)["headers"]["id"] for raw in reversed(self.redis.lrange(queue, 0, -1))]

@@ -8,11 +8,9 @@ from ploneintranet.asynctasks import celerytasks
 from ploneintranet.asynctasks import delivery
 from ploneintranet.asynctasks import jobqueue
 from ploneintranet.asynctasks import ledger
-from ploneintranet.asynctasks.testing import REDIS_SERVER_FIXTURE
+from ploneintranet.asynctasks.tests.base import BrokerTestCase
 from ploneintranet.asynctasks.wire import Job
-import redis
 import transaction
-import unittest
 from unittest import mock
 
 
@@ -29,22 +27,7 @@ def plain_post(url, data=None, headers=None, cookies=None):
     """A job task not built on JobTask: nothing crosses its jobs out."""
 
 
-class TestDelivery(unittest.TestCase):
-    layer = REDIS_SERVER_FIXTURE
-
-    def setUp(self):
-        self.app = celerytasks.app
-        self.redis = redis.Redis.from_url(self.layer["redis_url"], socket_timeout=5)
-        self.redis.flushdb()
-
-    def tearDown(self):
-        self.redis.flushdb()
-        self.redis.close()
-
-    def ids_in(self, queue):
-        """The task ids of the messages in ``queue``, the first to be taken first."""
-        return [json.loads(raw)["headers"]["id"] for raw in reversed(self.redis.lrange(queue, 0, -1))]
-
+class TestDelivery(BrokerTestCase):
     def test_chosen_once_per_broker(self):
         self.assertIsInstance(delivery.delivery_for(self.app), delivery.RedisDelivery)
         self.assertIs(delivery.delivery_for(self.app), delivery.delivery_for(self.app))

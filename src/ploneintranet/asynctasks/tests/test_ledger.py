@@ -12,11 +12,9 @@ from ploneintranet.asynctasks import celeryconfig
 from ploneintranet.asynctasks import celerytasks
 from ploneintranet.asynctasks import ledger
 from ploneintranet.asynctasks.delivery import delivery_for
-from ploneintranet.asynctasks.testing import REDIS_SERVER_FIXTURE
+from ploneintranet.asynctasks.tests.base import BrokerTestCase
 from ploneintranet.asynctasks.wire import Job
-import redis
 import time
-import unittest
 from unittest import mock
 
 
@@ -24,20 +22,12 @@ ARGS = ["http://localhost:8080/Plone/doc/@@count", {"key": "value"}, {}, {}]
 INTERVAL = 0.2
 
 
-class TestSweep(unittest.TestCase):
-    layer = REDIS_SERVER_FIXTURE
-
+class TestSweep(BrokerTestCase):
     def setUp(self):
-        self.app = celerytasks.app
-        self.redis = redis.Redis.from_url(self.layer["redis_url"], socket_timeout=5)
-        self.redis.flushdb()
+        super().setUp()
         patcher = mock.patch.object(celeryconfig, "ASYNC_SWEEP_INTERVAL", INTERVAL)
         patcher.start()
         self.addCleanup(patcher.stop)
-
-    def tearDown(self):
-        self.redis.flushdb()
-        self.redis.close()
 
     def sweep(self):
         """One sweep, as the next interval's worker would run it."""
@@ -58,13 +48,10 @@ class TestSweep(unittest.TestCase):
         """Send a job by the one road: ledger entry, then message."""
         delivery_for(self.app).publish([self.job(task_id, **options)])
 
-    def queued_ids(self, queue="high"):
-        return [json.loads(raw)["headers"]["id"] for raw in self.redis.lrange(queue, 0, -1)]
-
     def test_a_job_in_its_queue_is_left_alone(self):
         self.send("waiting")
         self.assertEqual([self.sweep() for _ in range(3)], [[], [], []])
-        self.assertEqual(self.queued_ids(), ["waiting"])
+        self.assertEqual(self.ids_in("high"), ["waiting"])
 
     def test_a_job_taken_by_a_worker_is_left_alone(self):
         self.send("taken")
@@ -73,14 +60,14 @@ class TestSweep(unittest.TestCase):
         raw = self.redis.rpop("high")
         self.redis.hset("unacked", "tag", json.dumps([json.loads(raw), "", "high"]))
         self.assertEqual([self.sweep() for _ in range(3)], [[], [], []])
-        self.assertEqual(self.queued_ids(), [])
+        self.assertEqual(self.ids_in("high"), [])
 
     def test_a_vanished_job_is_sent_again_after_two_sweeps(self):
         self.send("vanished", countdown=1)
         self.redis.rpop("high")  # a worker took it and died before recording it
         self.assertEqual(self.sweep(), [])  # missing once: maybe on its way
         self.assertEqual(self.sweep(), ["vanished"])
-        self.assertEqual(self.queued_ids(), ["vanished"])
+        self.assertEqual(self.ids_in("high"), ["vanished"])
         # sent again with its delay kept, as an eta, so debounce still works
         message = json.loads(self.redis.lindex("high", 0))
         self.assertIsNotNone(message["headers"]["eta"])
@@ -132,4 +119,4 @@ class TestSweep(unittest.TestCase):
         celerytasks.post.apply_async(ARGS, task_id="again")
         self.assertIn(b'"resends": 2', self.redis.hget(ledger.JOBS, "again"))
         self.assertNotEqual(self.redis.hget(ledger.SENT, "again"), sent)
-        self.assertEqual(self.queued_ids(), ["again", "again"])
+        self.assertEqual(self.ids_in("high"), ["again", "again"])

@@ -12,10 +12,9 @@ from ploneintranet.asynctasks import celerytasks
 from ploneintranet.asynctasks import ledger
 from ploneintranet.asynctasks import rediswriter
 from ploneintranet.asynctasks.delivery import delivery_for
-from ploneintranet.asynctasks.testing import REDIS_SERVER_FIXTURE
+from ploneintranet.asynctasks.tests.base import BrokerTestCase
 from ploneintranet.asynctasks.wire import Job
 import redis
-import unittest
 from unittest import mock
 
 
@@ -38,18 +37,7 @@ def readable(raw):
     return message
 
 
-class TestRedisWriter(unittest.TestCase):
-    layer = REDIS_SERVER_FIXTURE
-
-    def setUp(self):
-        self.app = celerytasks.app
-        self.redis = redis.Redis.from_url(self.layer["redis_url"], socket_timeout=5)
-        self.redis.flushdb()
-
-    def tearDown(self):
-        self.redis.flushdb()
-        self.redis.close()
-
+class TestRedisWriter(BrokerTestCase):
     def messages(self, queue):
         """The messages in ``queue``, the first to be taken first."""
         return [readable(raw) for raw in reversed(self.redis.lrange(queue, 0, -1))]
@@ -97,7 +85,7 @@ class TestRedisWriter(unittest.TestCase):
                                side_effect=redis.client.Pipeline.execute) as executed:
             delivery_for(self.app).publish(jobs)
         self.assertEqual(executed.call_count, 1)
-        self.assertEqual([m["headers"]["id"] for m in self.messages("high")], [f"job-{i}" for i in range(10)])
+        self.assertEqual(self.ids_in("high"), [f"job-{i}" for i in range(10)])
 
     def test_what_it_cannot_write_exactly_goes_by_celerys_road(self):
         def listener(**kwargs):

@@ -26,6 +26,7 @@ from ploneintranet.asynctasks import celeryconfig
 from ploneintranet.asynctasks import celerytasks
 from ploneintranet.asynctasks.testing import CELERY_WORKER_FIXTURE
 from ploneintranet.asynctasks.testing import free_port
+from ploneintranet.asynctasks.testing import log_tail
 from ploneintranet.asynctasks.testing import stop_process
 from ploneintranet.asynctasks.testing import wait_until
 from ploneintranet.asynctasks.wire import TASK_NAME_HEADER
@@ -71,13 +72,6 @@ def _load_script(name):
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
-
-
-def _tail(path, lines=30):
-    try:
-        return "".join(Path(path).read_text(errors="replace").splitlines(True)[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 class ZEORoutingLayer(Layer):
@@ -179,7 +173,7 @@ class ZEORoutingLayer(Layer):
             result = subprocess.run(command, env=env, stdin=subprocess.DEVNULL,
                                     stdout=output, stderr=subprocess.STDOUT, timeout=180)
         if result.returncode:
-            raise RuntimeError(f"{name} failed:\n{_tail(log)}")
+            raise RuntimeError(f"{name} failed:\n{log_tail(log)}")
 
     def start(self, name, command, env):
         """Start ``command`` in its own process group, output in log/<name>.log."""
@@ -197,7 +191,7 @@ class ZEORoutingLayer(Layer):
         for process in self.processes:
             if process.poll() is not None:
                 raise RuntimeError(
-                    f"{process.args[0]} exited ({process.returncode}):\n{_tail(process.log)}"
+                    f"{process.args[0]} exited ({process.returncode}):\n{log_tail(process.log)}"
                 )
 
     def accepts(self, address):

@@ -14,8 +14,6 @@ few minutes; not part of ``make test`` (docs/reliability.rst).
 """
 
 import argparse
-from http.server import BaseHTTPRequestHandler
-from http.server import ThreadingHTTPServer
 import os
 from pathlib import Path
 import random
@@ -23,33 +21,11 @@ import shutil
 import signal
 import sys
 import tempfile
-import threading
 import time
-from urllib.parse import parse_qs
 
 
 # Settings of this run's worker and of this process, before the package loads.
 SETTINGS = {"ASYNC_VISIBILITY_TIMEOUT": "5", "ASYNC_SWEEP_INTERVAL": "2"}
-
-
-class Counter(BaseHTTPRequestHandler):
-    """Counts the ``key`` of every job POSTed to it."""
-
-    seen = {}
-    lock = threading.Lock()
-
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
-        key = parse_qs(body).get("key", ["?"])[0]
-        with self.lock:
-            self.seen[key] = self.seen.get(key, 0) + 1
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, *args):
-        pass
 
 
 def main():
@@ -64,13 +40,12 @@ def main():
     directory = tempfile.mkdtemp(prefix="asynctasks-kill-")
     port = testing.free_port()
     redis_server = testing.start_redis_server(port, directory)
-    http = ThreadingHTTPServer(("127.0.0.1", 0), Counter)
-    threading.Thread(target=http.serve_forever, daemon=True).start()
+    counter = testing.CountingJobServer()
     worker = None
     try:
         url = f"redis://127.0.0.1:{port}/0"
         testing.point_celery_app_at(url, url)
-        target = f"http://127.0.0.1:{http.server_address[1]}/job"
+        target = counter.url
         worker = testing.start_celery_worker(url, directory, "kill-0", **SETTINGS)
         print(f"queueing {options.jobs} jobs ...", flush=True)
         for number in range(options.jobs):
@@ -81,13 +56,13 @@ def main():
             worker = testing.start_celery_worker(url, directory, f"kill-{kill}", **SETTINGS)
         print(f"killed the worker {options.kills} times; waiting for the rest ...", flush=True)
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and len(Counter.seen) < options.jobs:
+        while time.monotonic() < deadline and len(counter.posts) < options.jobs:
             time.sleep(1)
         logs = "".join(path.read_text(errors="replace") for path in Path(directory).glob("kill-*.log"))
-        missing = options.jobs - len(Counter.seen)
+        missing = options.jobs - len(counter.posts)
         print(
-            f"jobs arrived: {len(Counter.seen)} of {options.jobs}; missing: {missing}; "
-            f"arrived twice or more: {sum(1 for n in Counter.seen.values() if n > 1)}; "
+            f"jobs arrived: {len(counter.posts)} of {options.jobs}; missing: {missing}; "
+            f"arrived twice or more: {sum(1 for n in counter.posts.values() if n > 1)}; "
             f"sent again by the ledger: {logs.count('vanished from the queues')}"
         )
         return 1 if missing else 0
@@ -95,7 +70,7 @@ def main():
         if worker is not None:
             testing.stop_process(worker)
         testing.stop_process(redis_server)
-        http.shutdown()
+        counter.close()
         shutil.rmtree(directory, ignore_errors=True)
 
 

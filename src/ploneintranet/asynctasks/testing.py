@@ -16,6 +16,7 @@
 """
 
 import base64
+import http.server
 from kombu import pools
 import os
 import plone.app.contenttypes
@@ -41,6 +42,7 @@ import tempfile
 import threading
 import time
 import unittest
+from urllib.parse import parse_qs
 
 
 def free_port():
@@ -92,6 +94,41 @@ def log_tail(path, lines=40):
             return "".join(log.readlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+class CountingJobServer:
+    """A loopback HTTP server in Plone's place for jobs: it answers each POST
+    200 after ``seconds`` and counts the POSTs per posted ``key`` field in
+    :attr:`posts`. Jobs go to :attr:`url`; :meth:`close` stops it."""
+
+    def __init__(self, seconds=0):
+        self.seconds = seconds
+        self.posts = {}
+        lock, server = threading.Lock(), self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+                key = parse_qs(body).get("key", ["?"])[0]
+                with lock:
+                    server.posts[key] = server.posts.get(key, 0) + 1
+                time.sleep(server.seconds)
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/job"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        """Stop serving."""
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
 
 def stop_process(process, sig=signal.SIGTERM, timeout=20):

@@ -8,7 +8,6 @@ least once, so duplicates are allowed and reported.
 """
 
 from celery.result import AsyncResult
-import http.server
 import json
 import os
 from plone.testing.zope import WSGI_SERVER_FIXTURE
@@ -17,16 +16,15 @@ from ploneintranet.asynctasks import celerytasks
 from ploneintranet.asynctasks import ledger
 from ploneintranet.asynctasks.testing import CELERY_WORKER_FIXTURE
 from ploneintranet.asynctasks.testing import REDIS_SERVER_FIXTURE
+from ploneintranet.asynctasks.testing import CountingJobServer
 from ploneintranet.asynctasks.testing import wait_until
 from ploneintranet.asynctasks.tests import fault_views
 from ploneintranet.asynctasks.tests.base import PipelineTestCase
 from ploneintranet.asynctasks.tests.test_views import authenticator_in
 import redis
 import shutil
-import threading
 import time
 import transaction
-import urllib.parse
 
 
 def taken_task_ids(redis_url):
@@ -285,38 +283,6 @@ def jobs_in_redis(redis_url, task_ids):
     return (found | taken_task_ids(redis_url)) & set(task_ids)
 
 
-class SlowJobServer:
-    """A loopback HTTP server standing for a slow job view: it answers each
-    POST after ``seconds`` and counts the POSTs per posted ``key``."""
-
-    def __init__(self, seconds):
-        self.seconds = seconds
-        self.posts = {}
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
-                key = urllib.parse.parse_qs(body).get("key", ["?"])[0]
-                server.posts[key] = server.posts.get(key, 0) + 1
-                time.sleep(server.seconds)
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/slow-job"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 class TestRedisRestartWhileJobsAreHeld(FaultTestCase):
     """Redis restarts while the worker holds jobs: two waiting for their
     countdown and one running. The worker stays up (Celery 5.7.0 and kombu
@@ -328,7 +294,7 @@ class TestRedisRestartWhileJobsAreHeld(FaultTestCase):
 
     def setUp(self):
         super().setUp()
-        self.slow = SlowJobServer(self.running_seconds)
+        self.slow = CountingJobServer(self.running_seconds)
         self.addCleanup(self.slow.close)
         self.addCleanup(self.restart_a_dead_worker)
 

@@ -51,7 +51,7 @@ def warm_up(stack, client, sizes):
     for _ in range(3):
         client.get(measure.PAGE)
         client.post(f"{measure.PAGE}/@@bench-enqueue-cost", jobs=10, run="warm-up")
-    stack.redis.delete(measure.PARKED_QUEUE)
+    measure.discard_parked(stack)
 
 
 def run(sizes, only, directory, checkout, profile=None):

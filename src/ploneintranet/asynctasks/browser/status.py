@@ -55,21 +55,28 @@ class AsyncStatusView(BrowserView):
     roundtrip_timeout = 20.0
 
     def __call__(self):
-        self.round_trips = self.request.method == "POST"
-        if self.round_trips:
+        round_trips = self.request.method == "POST"
+        if round_trips:
             check_authenticator(self.request)  # Forbidden unless the token is valid
-        self.checks = self.run_checks(self.round_trips)
-        self.ok = all(check["status"] in (OK, NOT_RUN) for check in self.checks)
+        report = self.report(round_trips)
         response = self.request.response
         response.setHeader("Cache-Control", "no-store")
         if self.request.form.get("format") == "json":
             response.setHeader("Content-Type", "application/json")
             response.setStatus(200 if self.ok else 503)
-            return json.dumps({
-                "ok": self.ok, "round_trips": self.round_trips,
-                "authenticator": createToken(), "checks": self.checks,
-            })
+            return json.dumps(report)
         return self.template()
+
+    def report(self, round_trips=False):
+        """Run the checks (the round trips only if ``round_trips``) and return
+        the JSON answer's dict; also the REST service ``@async-status``'s."""
+        self.round_trips = round_trips
+        self.checks = self.run_checks(round_trips)
+        self.ok = all(check["status"] in (OK, NOT_RUN) for check in self.checks)
+        return {
+            "ok": self.ok, "round_trips": round_trips,
+            "authenticator": createToken(), "checks": self.checks,
+        }
 
     def run_checks(self, round_trips=True):
         """Return the checks, in order; later ones are skipped when the

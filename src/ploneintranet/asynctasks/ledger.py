@@ -28,8 +28,10 @@ import time
 logger = logging.getLogger("ploneintranet.asynctasks")
 
 PREFIX = "ploneintranet.asynctasks:ledger"
-#: task id -> the job as JSON (task name, arguments, options, resends)
+#: task id -> the job as JSON (task name, arguments, options)
 JOBS = PREFIX
+#: task id -> how many times the sweep sent it again
+RESENDS = PREFIX + ":resends"
 #: task id -> when the sweep looks for the job next
 DUE = PREFIX + ":due"
 #: task id -> when a sweep first found the job missing
@@ -152,7 +154,7 @@ def _entry(job, now):
         expires = datetime.fromtimestamp(now, timezone.utc) + timedelta(seconds=expires)
     if expires is not None:
         kept["expires"] = expires.isoformat()
-    return json.dumps({"task": job.task.name, "args": list(job.args), "options": kept, "resends": 0})
+    return json.dumps({"task": job.task.name, "args": list(job.args), "options": kept})
 
 
 def add_to(pipe, app, jobs, routes=None):
@@ -162,18 +164,19 @@ def add_to(pipe, app, jobs, routes=None):
     ``ledgered`` attribute (those built on
     :class:`~ploneintranet.asynctasks.celerytasks.JobTask`, which cross their
     jobs out when finished) are written. A job already there (a retry, or
-    sent again by the sweep) keeps its entry; when and where it was sent is
-    updated. ``routes`` caches :func:`queue_of`."""
+    sent again by the sweep) gets its entry anew and keeps its count of
+    resends. ``routes`` caches :func:`queue_of`."""
     now = time.time()
     due = now + celeryconfig.ASYNC_SWEEP_INTERVAL
     routes = {} if routes is None else routes
-    sent = {}
+    entries, sent = {}, {}
     for job in jobs:
         if not getattr(job.task, "ledgered", False):
             continue  # nothing would cross it out when it is finished
-        pipe.hsetnx(JOBS, job.id, _entry(job, now))
+        entries[job.id] = _entry(job, now)
         sent[job.id] = f"{now!r}\t{queue_of(app, job, routes).name}"
     if sent:
+        pipe.hset(JOBS, mapping=entries)
         pipe.hset(SENT, mapping=sent)
         pipe.zadd(DUE, dict.fromkeys(sent, due))
         pipe.sadd(QUEUES, *{queue.name for queue in routes.values()})
@@ -195,7 +198,7 @@ def forget(app, *task_ids):
         return
     try:
         pipe = redis_client(app).pipeline(transaction=False)
-        pipe.hdel(JOBS, *task_ids).hdel(SENT, *task_ids)
+        pipe.hdel(JOBS, *task_ids).hdel(SENT, *task_ids).hdel(RESENDS, *task_ids)
         pipe.zrem(DUE, *task_ids).hdel(MISSING, *task_ids)
         pipe.execute()
     except Exception as error:
@@ -244,10 +247,11 @@ def _resend(app, client, task_id):
         return False  # finished meanwhile
     job = json.loads(raw)
     url = job["args"][0] if job["args"] else "?"
-    if job["resends"] >= MAX_RESENDS:
+    resends = client.hincrby(RESENDS, task_id, 1)
+    if resends > MAX_RESENDS:
         logger.error(
             "LOST JOB: %s[%s] for %s vanished from the queues %d times; given up",
-            job["task"], task_id, url, job["resends"] + 1,
+            job["task"], task_id, url, resends,
         )
         forget(app, task_id)
         return False
@@ -256,8 +260,6 @@ def _resend(app, client, task_id):
         logger.error("LOST JOB: %s[%s] for %s vanished from the queues, and this worker "
                      "does not know its task, so it cannot send it again", job["task"], task_id, url)
         return False
-    job["resends"] += 1
-    client.hset(JOBS, task_id, json.dumps(job))
     options = dict(job["options"])
     for name in ("eta", "expires"):
         if name in options:
@@ -265,7 +267,7 @@ def _resend(app, client, task_id):
     logger.warning(
         "%s[%s] for %s vanished from the queues (a worker died while taking "
         "it): sent again (%d of %d)",
-        job["task"], task_id, url, job["resends"], MAX_RESENDS,
+        job["task"], task_id, url, resends, MAX_RESENDS,
     )
     # through the task's own road, so its ledger entry says when it was sent
     task.apply_async(job["args"], task_id=task_id, **options)

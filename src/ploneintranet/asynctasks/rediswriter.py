@@ -34,9 +34,21 @@ _TASK_OPTIONS = ("priority", "time_limit", "soft_time_limit", "exchange", "routi
 
 def can_write(app, jobs):
     """True if :func:`write` writes ``jobs`` exactly as ``apply_async``
-    would: plain options, JSON, and nobody listening to every message."""
-    if app.conf.task_send_sent_event or (app.conf.broker_transport_options or {}).get("global_keyprefix"):
-        return False
+    would: settings it honours (:func:`settings_allow`), plain options,
+    JSON, and nobody listening to every message."""
+    return settings_allow(app) and jobs_allow(jobs)
+
+
+def settings_allow(app):
+    """True unless a setting of ``app`` changes every message (sent events,
+    a global key prefix)."""
+    options = app.conf.broker_transport_options or {}
+    return not (app.conf.task_send_sent_event or options.get("global_keyprefix"))
+
+
+def jobs_allow(jobs):
+    """True if the options and tasks of ``jobs`` are plain, and nobody
+    listens to Celery's publish signals."""
     if signals.before_task_publish.receivers or signals.after_task_publish.receivers:
         return False
     return all(

@@ -109,14 +109,16 @@ class TestSweep(BrokerTestCase):
         self.redis.delete("high")  # the backlog drained
         self.assertEqual([self.sweep() for _ in range(2)], [[], ["vanished"]])
 
-    def test_a_job_sent_again_keeps_its_entry(self):
+    def test_a_job_sent_again_keeps_its_count_of_resends(self):
         # Celery's retries and the sweep's resends take the one road again:
-        # the entry (its count of resends) stays, when it was sent is new
+        # the count of resends stays, when it was sent is new
         self.send("again")
-        entry, sent = self.redis.hget(ledger.JOBS, "again"), self.redis.hget(ledger.SENT, "again")
-        self.redis.hset(ledger.JOBS, "again", entry.replace(b'"resends": 0', b'"resends": 2'))
+        sent = self.redis.hget(ledger.SENT, "again")
+        self.redis.hset(ledger.RESENDS, "again", 2)
         time.sleep(0.01)
         celerytasks.post.apply_async(ARGS, task_id="again")
-        self.assertIn(b'"resends": 2', self.redis.hget(ledger.JOBS, "again"))
+        self.assertEqual(self.redis.hget(ledger.RESENDS, "again"), b"2")
         self.assertNotEqual(self.redis.hget(ledger.SENT, "again"), sent)
         self.assertEqual(self.ids_in("high"), ["again", "again"])
+        ledger.forget(self.app, "again")
+        self.assertFalse(self.redis.hexists(ledger.RESENDS, "again"))

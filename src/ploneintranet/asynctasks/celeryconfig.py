@@ -32,6 +32,11 @@ variable                              default                                 me
                                                                               or ``forward`` (the user's own cookie or
                                                                               Authorization header, as the seed did)
 ``ASYNC_TOKEN_LIFETIME``              ``21600``                               seconds a job's token is valid (6 hours)
+``ASYNC_WHEN_BROKER_DOWN``            ``keep``                                a save while the broker does not answer:
+                                                                              ``keep`` its jobs in the site's outbox
+                                                                              (sent when it is back) or ``refuse`` it
+``ASYNC_OUTBOX_RETRY``                ``5``                                   seconds between two looks of a Plone
+                                                                              process at the outbox
 ``ASYNC_PREVIEW_TIMEOUT``             ``20``                                  seconds a conversion for a preview may
                                                                               take; then the file gets no preview
 ``ASYNC_PREVIEW_MEMORY_MB``           ``1024``                                memory (address space) of a conversion
@@ -177,6 +182,14 @@ if ASYNC_CREDENTIALS not in ("token", "forward"):
         "token or forward: use token (recommended) or forward"
     )
 ASYNC_TOKEN_LIFETIME = _env_number("ASYNC_TOKEN_LIFETIME", 21600, int)
+ASYNC_WHEN_BROKER_DOWN = (os.environ.get("ASYNC_WHEN_BROKER_DOWN") or "keep").strip().lower()
+if ASYNC_WHEN_BROKER_DOWN not in ("keep", "refuse"):
+    raise ValueError(
+        f"environment variable ASYNC_WHEN_BROKER_DOWN={ASYNC_WHEN_BROKER_DOWN!r} is not "
+        "keep or refuse: use keep (the save succeeds, its jobs wait in the site's "
+        "outbox) or refuse (the save fails while the broker is down)"
+    )
+ASYNC_OUTBOX_RETRY = _env_number("ASYNC_OUTBOX_RETRY", 5.0)
 ASYNC_PREVIEW_TIMEOUT = _env_number("ASYNC_PREVIEW_TIMEOUT", 20.0)
 ASYNC_PREVIEW_MEMORY_MB = _env_number("ASYNC_PREVIEW_MEMORY_MB", 1024, int)
 

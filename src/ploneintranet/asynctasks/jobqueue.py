@@ -2,24 +2,36 @@
 aborts, and collapsed when identical.
 
 A transaction that enqueued jobs gets one :class:`JobsOfTransaction` data
-manager. In the two-phase commit it checks, while the transaction can still
-be aborted, that the broker answers; if not, the whole transaction fails with
+manager. Before the commit it checks that the broker answers; if not, it
+keeps the jobs in the site's outbox, written with the user's save
+(:mod:`~ploneintranet.asynctasks.outbox` sends them when the broker is back),
+or, with ``ASYNC_WHEN_BROKER_DOWN=refuse``, fails the whole transaction with
 :class:`~ploneintranet.asynctasks.errors.AsyncTaskError`, so the user's save
 and its jobs are lost together and the user is told. After the commit it
 hands the jobs to the :func:`~ploneintranet.asynctasks.delivery.delivery_for`
 their Celery app.
 """
 
+from BTrees.OOBTree import OOBTree
+from datetime import datetime
 import logging
+from ploneintranet.asynctasks import celeryconfig
 from ploneintranet.asynctasks.delivery import delivery_for
 from ploneintranet.asynctasks.errors import AsyncTaskError
 from ploneintranet.asynctasks.wire import masked_url
+import time
 import transaction
 from transaction.interfaces import ISavepointDataManager
+from zope.annotation.interfaces import IAnnotations
+from zope.component.hooks import getSite
 from zope.interface import implementer
 
 
 logger = logging.getLogger("ploneintranet.asynctasks")
+
+#: The annotation of a site that holds its outbox: an ``OOBTree`` of
+#: ``"<time kept> <task id>"`` -> the job as a dict.
+OUTBOX = "ploneintranet.asynctasks.outbox"
 
 
 @implementer(ISavepointDataManager)
@@ -29,6 +41,7 @@ class JobsOfTransaction:
     def __init__(self, transaction_manager):
         self.transaction_manager = transaction_manager
         self.jobs = {}
+        self.deliveries = {}  # the app's delivery, once its broker answered
 
     def add(self, job):
         """Queue a :class:`~ploneintranet.asynctasks.wire.Job`, unless an
@@ -44,26 +57,49 @@ class JobsOfTransaction:
             apps.setdefault(job.task.app, []).append(job)
         return apps
 
+    def before_commit(self):
+        """Before the ZODB commits: check each broker; keep the jobs of one
+        that does not answer in the site's outbox, or refuse."""
+        for app, jobs in self.by_app().items():
+            try:
+                self.check(app)
+            except AsyncTaskError:
+                if celeryconfig.ASYNC_WHEN_BROKER_DOWN == "refuse" or not keep(jobs):
+                    raise
+                for job in jobs:
+                    del self.jobs[job.fingerprint]
+                logger.warning(
+                    "the job queue at %s does not answer: %d job(s) kept in the site's "
+                    "outbox, sent when it answers again", masked_url(app.conf.broker_url), len(jobs),
+                )
+
+    def check(self, app):
+        """Make a round trip to the broker of ``app``, or raise
+        :class:`~ploneintranet.asynctasks.errors.AsyncTaskError`."""
+        delivery = delivery_for(app)
+        try:
+            delivery.check()
+        except Exception as error:
+            raise AsyncTaskError(
+                f"the job queue at {masked_url(app.conf.broker_url)} does not "
+                f"answer ({type(error).__name__}: {error}), so nothing was "
+                "saved; try again in a moment, and tell the site "
+                "administrator if it keeps happening"
+            ) from error
+        self.deliveries[app] = delivery
+
     def sortKey(self):
-        # Vote after the ZODB, so no broker work is done for a failing commit.
         return "~ploneintranet.asynctasks"
 
     def tpc_vote(self, txn):
-        for app in self.by_app():
-            try:
-                delivery_for(app).check()
-            except Exception as error:
-                raise AsyncTaskError(
-                    f"the job queue at {masked_url(app.conf.broker_url)} does not "
-                    f"answer ({type(error).__name__}: {error}), so nothing was "
-                    "saved; try again in a moment, and tell the site "
-                    "administrator if it keeps happening"
-                ) from error
+        # jobs queued after before_commit ran (by a later before-commit hook)
+        for app in set(self.by_app()) - set(self.deliveries):
+            self.check(app)
 
     def tpc_finish(self, txn):
         apps, self.jobs = self.by_app(), {}
         for app, jobs in apps.items():
-            delivery_for(app).send(jobs)
+            self.deliveries[app].send(jobs)
 
     def abort(self, txn):
         if self.jobs:
@@ -90,6 +126,28 @@ class _Savepoint:
         self.manager.jobs = dict(self.jobs)
 
 
+def keep(jobs):
+    """Write ``jobs`` (:class:`~ploneintranet.asynctasks.wire.Job`) into the
+    outbox of the current site, in this transaction; False without a site."""
+    site = getSite()
+    annotations = IAnnotations(site, None) if site is not None else None
+    if annotations is None:
+        return False
+    box = annotations.get(OUTBOX)
+    if box is None:
+        box = annotations[OUTBOX] = OOBTree()
+    now = time.time()
+    for job in jobs:
+        options = {name: value.isoformat() if isinstance(value, datetime) else value
+                   for name, value in job.options.items()}
+        box[f"{now:017.6f} {job.id}"] = {
+            "task": job.task.name, "url": job.url, "data": job.data, "headers": job.headers,
+            "cookies": job.cookies, "options": options, "userid": job.userid,
+            "debounce": job.debounce, "kept": now,
+        }
+    return True
+
+
 def jobs_of_transaction():
     """The :class:`JobsOfTransaction` of the current transaction."""
     txn = transaction.get()
@@ -98,5 +156,6 @@ def jobs_of_transaction():
     except KeyError:
         jobs = JobsOfTransaction(transaction.manager)
         txn.join(jobs)
+        txn.addBeforeCommitHook(jobs.before_commit)
         txn.set_data(JobsOfTransaction, jobs)
         return jobs

@@ -14,6 +14,7 @@ from plone.testing.zope import WSGI_SERVER_FIXTURE
 from ploneintranet.asynctasks import celeryconfig
 from ploneintranet.asynctasks import celerytasks
 from ploneintranet.asynctasks import ledger
+from ploneintranet.asynctasks import outbox
 from ploneintranet.asynctasks.testing import CELERY_WORKER_FIXTURE
 from ploneintranet.asynctasks.testing import REDIS_SERVER_FIXTURE
 from ploneintranet.asynctasks.testing import CountingJobServer
@@ -25,6 +26,7 @@ import redis
 import shutil
 import time
 import transaction
+from unittest import mock
 
 
 def taken_task_ids(redis_url):
@@ -185,28 +187,55 @@ class TestPloneStopped(FaultTestCase):
 
 
 class TestBrokerDownAtCommit(FaultTestCase):
-    def test_save_is_refused_as_a_whole_and_jobs_flow_once_redis_is_back(self):
+    def retitle(self, title, key):
+        """POST a new title and a job with ``key`` while logged in; the response."""
         url = f"{self.doc_url}/@@test-retitle-and-enqueue"
         token = authenticator_in(self.get(url, auth=self.owner).text)
         self.assertTrue(token)
-        form = {"_authenticator": token, "title": "Lost edit", "key": "while-down"}
+        return self.post(url, auth=self.owner, data={"_authenticator": token, "title": title, "key": key})
+
+    def test_save_succeeds_and_its_jobs_wait_in_the_outbox_until_redis_is_back(self):
         REDIS_SERVER_FIXTURE.stop_server()
         try:
-            refused = self.post(url, auth=self.owner, data=form)
+            with mock.patch.object(celeryconfig, "ASYNC_OUTBOX_RETRY", 0):
+                saved = self.retitle("Edit while down", "while-down")
+                self.assertEqual(saved.status_code, 200, saved.text[:500])
+                self.assertEqual(self.fresh(self.doc).title, "Edit while down")
+                jobs, since = outbox.waiting(self.fresh(self.portal))
+                self.assertEqual(jobs, 1)
+                self.assertLess(time.time() - since, 60)
+                self.get(self.doc_url, auth=self.owner)  # still down: the job waits
+                self.assertEqual(outbox.waiting(self.fresh(self.portal))[0], 1)
+        finally:
+            REDIS_SERVER_FIXTURE.start_server()
+        # Neither Plone nor the worker is restarted: the next request sends it.
+        with mock.patch.object(celeryconfig, "ASYNC_OUTBOX_RETRY", 0):
+            self.assertEqual(self.get(self.doc_url, auth=self.owner).status_code, 200)
+        self.assertEqual(AsyncResult(saved.text, app=celerytasks.app).get(timeout=45), 200)
+        self.assertEqual(outbox.waiting(self.fresh(self.portal)), (0, None))
+        runs = self.runs()
+        self.report("Redis stopped at commit, the job kept", runs)
+        self.assertEqual(runs, {"while-down": 1})
+
+    def test_with_refuse_the_save_is_refused_as_a_whole(self):
+        REDIS_SERVER_FIXTURE.stop_server()
+        try:
+            with mock.patch.object(celeryconfig, "ASYNC_WHEN_BROKER_DOWN", "refuse"):
+                refused = self.retitle("Lost edit", "while-down")
         finally:
             REDIS_SERVER_FIXTURE.start_server()
         self.assertEqual(refused.status_code, 500, refused.text[:500])
         self.assertIn("AsyncTaskError", refused.text)
         self.assertEqual(self.fresh(self.doc).title, "Plain page")
+        self.assertEqual(outbox.waiting(self.fresh(self.portal)), (0, None))
 
         # Neither Plone nor the worker is restarted: both reconnect by themselves.
-        form.update(title="Kept edit", key="after")
-        saved = self.post(url, auth=self.owner, data=form)
+        saved = self.retitle("Kept edit", "after")
         self.assertEqual(saved.status_code, 200, saved.text[:500])
         self.assertEqual(self.fresh(self.doc).title, "Kept edit")
         self.assertEqual(AsyncResult(saved.text, app=celerytasks.app).get(timeout=45), 200)
         runs = self.runs()
-        self.report("Redis stopped at commit", runs)
+        self.report("Redis stopped at commit, the save refused", runs)
         # the refused save left no job behind
         self.assertEqual(runs, {"after": 1})
 

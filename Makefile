@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install redis-server haproxy chromium lint dist-check test run run-zeo stop clean docs bench bench-push buildout-check
+.PHONY: help install redis-server postgresql haproxy chromium lint dist-check test run run-zeo stop clean docs bench bench-push buildout-check
 
 help:
 	@echo "make test   install everything needed (venv, constraints, redis-server, haproxy, chromium) and run the tests"
@@ -42,6 +42,23 @@ redis-server:
 	  echo "redis-server is missing: run 'sudo apt-get install redis-server' (Debian/Ubuntu) and try again" >&2; exit 1; \
 	fi
 
+# The database of tests/test_routing.py's RelStorage instances (each run makes
+# and drops a database of its own): the PostgreSQL that answers on
+# 127.0.0.1:5432, else Debian's postgresql, installed and started, trusting
+# the local postgres user over 127.0.0.1 (a development machine's setting).
+postgresql:
+	@if $(PYTHON) -c 'import socket; socket.create_connection(("127.0.0.1", 5432), 2).close()' 2>/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "PostgreSQL does not answer on 127.0.0.1:5432: installing and starting Debian's postgresql"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  for hba in /etc/postgresql/*/main/pg_hba.conf; do \
+	    grep -q "^host all postgres 127.0.0.1/32 trust" $$hba || sed -i '1i host all postgres 127.0.0.1/32 trust' $$hba; \
+	  done; \
+	  service postgresql start >/dev/null 2>&1 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start; \
+	else \
+	  echo "PostgreSQL does not answer on 127.0.0.1:5432: run 'sudo apt-get install postgresql', start it and try again" >&2; exit 1; \
+	fi
+
 # The reverse proxy of `make run-zeo` and tests/test_routing.py.
 haproxy:
 	@if command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ]; then :; \
@@ -64,7 +81,7 @@ chromium:
 	  echo "chromium is missing: run 'sudo apt-get install chromium poppler-utils' (Debian/Ubuntu) and try again" >&2; exit 1; \
 	fi
 
-test: install redis-server haproxy chromium lint
+test: install redis-server postgresql haproxy chromium lint
 	$(BIN)/pytest
 
 lint: install

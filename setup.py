@@ -60,8 +60,11 @@ setup(
             "plone.app.contenttypes",
             "pytest",
             "zope.pytestlayer",
-            # tests/test_routing.py runs two instances on a ZEO server.
+            # tests/test_routing.py runs two instances on a ZEO server, and
+            # on RelStorage in a private PostgreSQL database.
             "ZEO",
+            "RelStorage",
+            "psycopg2-binary",
             # tests/test_push_browser.py drives Debian's chromium (make chromium).
             "playwright",
         ],
@@ -73,6 +76,11 @@ setup(
         "zeo": [
             "ZEO",
             "flower",
+        ],
+        # Instances on RelStorage in PostgreSQL instead of ZEO.
+        "relstorage": [
+            "RelStorage",
+            "psycopg2-binary",
         ],
         # make lint (part of make test) and make dist-check.
         "lint": [

@@ -10,6 +10,8 @@ by tests/test_routing.py for its own instances. ``<var>`` holds the data:
 - :func:`write_zeo_server`: a ZEO server that serves that FileStorage.
 - :func:`write_zeo_instance`: an instance that is a client of that server;
   ``make run-zeo`` has two, ``plone-frontend`` and ``plone-worker``.
+- :func:`write_relstorage_instance`: an instance whose ZODB is a RelStorage
+  in PostgreSQL, ZEO's alternative for instances on several hosts.
 
 Only the standard library is used.
 """
@@ -61,6 +63,18 @@ ZEO_CLIENT = """\
         cache-size 128MB
         client-label {name}
     </clientstorage>"""
+
+# History-free; blobs in one directory for all instances of this machine
+# (instances on several hosts: a shared file system, or shared-blob-dir false).
+RELSTORAGE = """\
+    <relstorage>
+        keep-history false
+        blob-dir $VAR/blobstorage
+        shared-blob-dir true
+        <postgresql>
+            dsn {dsn}
+        </postgresql>
+    </relstorage>"""
 
 ZEO_CONF = """\
 # {header}
@@ -237,6 +251,16 @@ def write_zeo_instance(var, name, port, zeo_address):
     storage = ZEO_CLIENT.format(zeo_address=zeo_address, name=name)
     # <clientstorage> is defined by the ZEO package.
     return _write_instance(var, name, port, storage, imports="%import ZEO\n\n")
+
+
+def write_relstorage_instance(var, name, port, dsn, conf=""):
+    """Write ``etc/<conf>.conf`` and ``.ini`` (``conf`` defaults to ``name``)
+    for an instance on ``127.0.0.1:<port>`` whose ZODB is a RelStorage in the
+    PostgreSQL database ``dsn`` (libpq's form: ``dbname=plone
+    host=127.0.0.1``); return the path of the ``.ini``. RelStorage creates
+    its tables when it first opens the database."""
+    storage = RELSTORAGE.format(dsn=dsn)
+    return _write_instance(var, name, port, storage, conf=conf, imports="%import relstorage\n\n")
 
 
 def write_zeo_server(var, zeo_address):

@@ -31,6 +31,7 @@ from ploneintranet.asynctasks.testing import stop_process
 from ploneintranet.asynctasks.testing import wait_until
 from ploneintranet.asynctasks.wire import TASK_NAME_HEADER
 from ploneintranet.asynctasks.wire import USER_HEADER
+import psycopg2
 import re
 import requests
 import secrets
@@ -106,10 +107,10 @@ class ZEORoutingLayer(Layer):
         env = dict(os.environ, BROKER_URL=redis_url, CELERY_RESULT_BACKEND=redis_url,
                    ASYNC_ALLOWED_ORIGINS=origins)
         self["admin"] = (ADMIN, self.create_site(zopeconfig, env))
-        zeo_address = self.start_zeo(zopeconfig, env)
+        write_instance = self.start_storage(zopeconfig, env)
         self.ports = {name: free_port() for name in self.instances}
         for name in self.instances:
-            ini = zopeconfig.write_zeo_instance(self.var, name, self.ports[name], zeo_address)
+            ini = write_instance(name, self.ports[name])
             self.start(name, [str(BIN / "runwsgi"), str(ini)], env)
         for name in self.instances:
             wait_until(
@@ -125,7 +126,7 @@ class ZEORoutingLayer(Layer):
         password = secrets.token_urlsafe(12)
         password_file = self.var / "admin-password"
         password_file.write_text(password)
-        zopeconfig.write_single_instance(self.var, free_port())
+        self.write_site_instance(zopeconfig)
         self.run_checked(
             "create_site",
             [str(BIN / "python"), str(ROOT / "scripts" / "create_site.py"),
@@ -134,13 +135,18 @@ class ZEORoutingLayer(Layer):
         )
         return password
 
-    def start_zeo(self, zopeconfig, env):
-        """Start the ZEO server; return its address once it accepts."""
+    def write_site_instance(self, zopeconfig):
+        """The configuration create_site.py opens the database with."""
+        zopeconfig.write_single_instance(self.var, free_port())
+
+    def start_storage(self, zopeconfig, env):
+        """Start the ZEO server; once it accepts, return the function that
+        writes an instance's configuration: ``(name, port) -> .ini``."""
         address = f"127.0.0.1:{free_port()}"
         zeo_conf = zopeconfig.write_zeo_server(self.var, address)
         self.start("zeo", [str(BIN / "runzeo"), "-C", str(zeo_conf)], env)
         wait_until(lambda: self.accepts(address), 30, 0.1, "the ZEO server")
-        return address
+        return lambda name, port: zopeconfig.write_zeo_instance(self.var, name, port, address)
 
     def start_haproxy(self, haproxy, env):
         """Start HAProxy with etc/haproxy.cfg; return its url once it answers.
@@ -225,6 +231,55 @@ class ZEORoutingLayer(Layer):
 
 
 ZEO_ROUTING_FIXTURE = ZEORoutingLayer(name="ploneintranet.asynctasks:ZEORouting")
+
+
+class RelStorageRoutingLayer(ZEORoutingLayer):
+    """The same topology on RelStorage: the instances share a private
+    PostgreSQL database, created on the machine's PostgreSQL
+    (``ASYNC_TEST_POSTGRESQL``, default ``host=127.0.0.1 user=postgres``)
+    and dropped afterwards."""
+
+    server = os.environ.get("ASYNC_TEST_POSTGRESQL", "host=127.0.0.1 user=postgres")
+
+    def setUp(self):
+        self.database = f"asynctasks_test_{secrets.token_hex(4)}"
+        self.admin_sql(f'CREATE DATABASE "{self.database}"')
+        self.dsn = f"{self.server} dbname={self.database}"
+        try:
+            super().setUp()
+        except BaseException:
+            self.admin_sql(f'DROP DATABASE IF EXISTS "{self.database}"')
+            raise
+
+    def admin_sql(self, statement):
+        try:
+            connection = psycopg2.connect(f"{self.server} dbname=postgres", connect_timeout=10)
+        except psycopg2.OperationalError as error:
+            raise RuntimeError(
+                f"no PostgreSQL answers at {self.server!r} ({error}); start it (make test "
+                "installs Debian's postgresql where none runs) or set ASYNC_TEST_POSTGRESQL"
+            ) from None
+        connection.autocommit = True  # CREATE/DROP DATABASE run outside a transaction
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(statement)
+        finally:
+            connection.close()
+
+    def write_site_instance(self, zopeconfig):
+        zopeconfig.write_relstorage_instance(self.var, "plone", free_port(), self.dsn, conf="zope")
+
+    def start_storage(self, zopeconfig, env):
+        return lambda name, port: zopeconfig.write_relstorage_instance(self.var, name, port, self.dsn)
+
+    def tearDown(self):
+        try:
+            super().tearDown()
+        finally:
+            self.admin_sql(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+
+
+RELSTORAGE_ROUTING_FIXTURE = RelStorageRoutingLayer(name="ploneintranet.asynctasks:RelStorageRouting")
 
 
 class TestHAProxyRouting(unittest.TestCase):
@@ -339,3 +394,9 @@ class TestCeleryRoutes(unittest.TestCase):
                     celeryconfig._env_routes("TEST_ROUTES", {})
             finally:
                 del os.environ["TEST_ROUTES"]
+
+
+class TestHAProxyRoutingOnRelStorage(TestHAProxyRouting):
+    """Every routing test again, the instances on RelStorage (PostgreSQL)."""
+
+    layer = RELSTORAGE_ROUTING_FIXTURE

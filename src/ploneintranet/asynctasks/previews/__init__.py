@@ -6,21 +6,24 @@ item's page shows a placeholder (``previews/browser.py``), and the job's
 ``done`` push message makes the browser fetch the finished preview in its
 place. An Image's preview is an image scale (``preview``, made by
 plone.namedfile); a PDF's is its first page, rendered by ``pdftoppm`` under the
-limits of :func:`~ploneintranet.asynctasks.previews.convert.run_converter`. A
-conversion that fails or runs out of time is a final "no preview", and the
-site remembers each outcome by the sha256 of the bytes: the same bytes are
-converted once.
+limits of :func:`~ploneintranet.asynctasks.previews.convert.run_converter`; an
+Office or OpenDocument file's (docx, xlsx, pptx, odt, ods, odp, rtf) is the
+first page of the PDF LibreOffice makes of it, under the same limits
+(:mod:`~ploneintranet.asynctasks.previews.office`). A conversion that fails
+or runs out of time is a final "no preview", and the site remembers each
+outcome by the sha256 of the bytes: the same bytes are converted once.
 
 A site administrator switches previews off with a registry record (see
 :mod:`ploneintranet.asynctasks.previews.settings`): then the subscriber queues
 nothing and the viewlet shows nothing; the functions here work either way.
 ``run_converter``, ``ConversionFailed`` and ``ConverterUnavailable`` (of
-``convert``), ``enabled`` and ``ENABLED_RECORD`` (of ``settings``) are
-``previews.<name>`` too.
+``convert``), ``ConverterBusy`` (of ``office``), ``enabled`` and
+``ENABLED_RECORD`` (of ``settings``) are ``previews.<name>`` too.
 """
 
 from Acquisition import aq_base
 from BTrees.OOBTree import OOBTree
+import functools
 import hashlib
 from html import escape
 from persistent.mapping import PersistentMapping
@@ -33,6 +36,10 @@ from ploneintranet.asynctasks.previews.convert import ConversionFailed
 from ploneintranet.asynctasks.previews.convert import ConverterUnavailable
 from ploneintranet.asynctasks.previews.convert import first_page_png
 from ploneintranet.asynctasks.previews.convert import run_converter as run_converter
+from ploneintranet.asynctasks.previews.office import ConverterBusy as ConverterBusy
+from ploneintranet.asynctasks.previews.office import check_size
+from ploneintranet.asynctasks.previews.office import office_first_page_png
+from ploneintranet.asynctasks.previews.office import office_format
 from ploneintranet.asynctasks.previews.settings import ENABLED_RECORD as ENABLED_RECORD
 from ploneintranet.asynctasks.previews.settings import enabled as enabled
 from ploneintranet.asynctasks.push.messages import SNIPPET_URL_FIELD
@@ -121,17 +128,23 @@ def generate(context):
     """Make the preview of ``context`` now and store it; return the new state.
 
     A failed conversion stores :data:`NO_PREVIEW` with its ``reason`` (see
-    :func:`no_preview_reason`) and raises nothing: the job is done."""
+    :func:`no_preview_reason`) and raises nothing: the job is done. Raises
+    :class:`~ploneintranet.asynctasks.previews.office.ConverterBusy`, and
+    stores nothing, if LibreOffice had no turn for it."""
     name, value = source(context)
     if value is None:
         return None
     stored = PersistentMapping(state=NO_PREVIEW, source=value._p_oid)
+    content_type = getattr(value, "contentType", "")
+    office = office_format(getattr(value, "filename", ""), content_type)
     if name == "image":
         # plone.namedfile makes the scale and keeps it with the image
         context.restrictedTraverse("@@images").scale(name, scale=SCALE)
         stored["state"] = READY
-    elif getattr(value, "contentType", "") == "application/pdf":
+    elif content_type == "application/pdf":
         stored.update(pdf_preview(value.data))
+    elif office is not None:
+        stored.update(office_preview(value, office))
     IAnnotations(context)[ANNOTATION_KEY] = stored
     return stored["state"]
 
@@ -139,12 +152,31 @@ def generate(context):
 def pdf_preview(pdf):
     """``state`` and ``image`` or ``reason`` of the PDF bytes ``pdf``: what the
     site remembers for these bytes, else a new conversion, then remembered."""
-    digest = hashlib.sha256(pdf).hexdigest()
+    return converted(pdf, hashlib.sha256(pdf).hexdigest(), first_page_png)
+
+
+def office_preview(file, name):
+    """:func:`pdf_preview` of the Office or OpenDocument ``file`` (a
+    NamedBlobFile) of format ``name`` (``docx``, ...), remembered by sha256
+    and format; a file too large is not even read."""
+    try:
+        check_size(file.getSize())
+    except ConversionFailed as error:
+        return {"state": NO_PREVIEW, "reason": str(error)}
+    data = file.data
+    digest = f"{hashlib.sha256(data).hexdigest()}.{name}"
+    return converted(data, digest, functools.partial(office_first_page_png, name=name))
+
+
+def converted(data, digest, first_page):
+    """``state`` and ``image`` or ``reason``: the outcome the site remembers
+    under ``digest``, else ``first_page(data)``'s (PNG bytes or
+    ``ConversionFailed``), then remembered."""
     known = remembered()["results"].get(digest)
     if known is not None:
         return dict(known)
     try:
-        png = first_page_png(pdf)
+        png = first_page(data)
         outcome = {"state": READY, "image": NamedBlobImage(png, filename="preview.png")}
     except ConverterUnavailable as error:
         return {"state": NO_PREVIEW, "reason": str(error)}  # the machine's fault, not the bytes'

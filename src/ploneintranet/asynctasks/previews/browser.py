@@ -60,11 +60,21 @@ class PreviewImageView(BrowserView):
 
 class GeneratePreviewView(ProtectedJobView):
     """``@@async-generate-preview``: make and store the preview of an Image
-    or File (see :mod:`ploneintranet.asynctasks.previews`)."""
+    or File (see :mod:`ploneintranet.asynctasks.previews`).
+
+    Answers 200 with the new state, also for "no preview" (a final outcome:
+    the job is not retried), and 503 when LibreOffice had no turn for the
+    file in time (the job is tried again later; nothing is stored)."""
 
     def run(self):
-        made = previews.generate(self.context)
         path = "/".join(self.context.getPhysicalPath())
+        try:
+            made = previews.generate(self.context)
+        except previews.ConverterBusy as busy:
+            logger.info("preview of %s later: %s", path, busy)
+            self.request.response.setStatus(503)
+            self.request.response.setHeader("Retry-After", "10")
+            return f"preview later: {busy}"
         reason = previews.no_preview_reason(self.context)
         if reason:  # a final state: answered 200, so the job is not retried
             logger.warning("no preview of %s: %s", path, reason)

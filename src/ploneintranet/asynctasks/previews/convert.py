@@ -1,7 +1,9 @@
 """Converting uploaded bytes into a preview image, as befits bytes an
 uploader chose: :func:`run_converter` runs a command without network, within
 ``ASYNC_PREVIEW_TIMEOUT`` and ``ASYNC_PREVIEW_MEMORY_MB``; :func:`first_page_png`
-renders a PDF's first page with it.
+renders a PDF's first page with it (and, in
+:mod:`~ploneintranet.asynctasks.previews.office`, LibreOffice's PDF of an
+Office document).
 
 Nothing here knows Zope or Plone: it takes bytes and gives bytes or raises
 :class:`ConversionFailed`. What the site keeps of an outcome is
@@ -22,7 +24,10 @@ MIB = 1024 * 1024
 #: as root, then inside a user namespace (any user, where the kernel allows).
 UNSHARE_OPTIONS = (("--net",), ("--map-current-user", "--net"))
 #: Debian packages of the commands we run, for the error that one is missing.
-PACKAGES = {"pdftoppm": "poppler-utils", "prlimit": "util-linux", "unshare": "util-linux"}
+PACKAGES = {
+    "pdftoppm": "poppler-utils", "prlimit": "util-linux", "unshare": "util-linux",
+    "soffice": "libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui",
+}
 
 
 class ConversionFailed(Exception):
@@ -60,10 +65,14 @@ def run_converter(argv, directory, timeout=None, memory_mb=None):
     file size, ``timeout`` seconds and as many of CPU time, no core dump.
 
     ``timeout`` and ``memory_mb`` default to ``celeryconfig``'s
-    ``ASYNC_PREVIEW_TIMEOUT`` and ``ASYNC_PREVIEW_MEMORY_MB``. On timeout the
-    command's whole process group is killed. Returns once it exited with
-    status 0; raises :class:`ConversionFailed` saying why otherwise, and
-    :class:`ConverterUnavailable` if a command or the namespace is missing.
+    ``ASYNC_PREVIEW_TIMEOUT`` and ``ASYNC_PREVIEW_MEMORY_MB``. It gets an
+    environment of its own: ``PATH``, ``LANG`` and ``directory`` as its
+    ``HOME`` and ``TMPDIR`` (nothing of the instance's settings, and what it
+    writes is where the caller removes it). At the end, or on timeout, the
+    command's whole process group is killed. Returns the last line it wrote
+    once it exited with status 0; raises :class:`ConversionFailed` saying why
+    otherwise, and :class:`ConverterUnavailable` if a command or the
+    namespace is missing.
     """
     timeout = celeryconfig.ASYNC_PREVIEW_TIMEOUT if timeout is None else timeout
     memory_mb = celeryconfig.ASYNC_PREVIEW_MEMORY_MB if memory_mb is None else memory_mb
@@ -75,8 +84,9 @@ def run_converter(argv, directory, timeout=None, memory_mb=None):
                program, *argv[1:]]
     with tempfile.TemporaryFile() as output:  # a file: a chatty converter fills no pipe
         process = subprocess.Popen(
-            command, cwd=directory, stdin=subprocess.DEVNULL, stdout=output,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            command, cwd=directory, env=converter_environment(directory),
+            stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         try:
             status = process.wait(timeout)
@@ -86,8 +96,16 @@ def run_converter(argv, directory, timeout=None, memory_mb=None):
             ) from None
         finally:
             kill_group(process)
+        said = last_line(output)
         if status != 0:
-            raise ConversionFailed(failure(name, status, memory_mb, last_line(output)))
+            raise ConversionFailed(failure(name, status, memory_mb, said))
+        return said
+
+
+def converter_environment(directory):
+    """The environment of a converter that works in ``directory``."""
+    return {"PATH": os.environ.get("PATH", os.defpath), "LANG": "C.UTF-8",
+            "HOME": directory, "TMPDIR": directory}
 
 
 def no_network_prefix():

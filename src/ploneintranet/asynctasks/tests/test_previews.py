@@ -73,16 +73,16 @@ class CommandsOnPath:
         os.environ["PATH"] = directory
         self.addCleanup(os.environ.__setitem__, "PATH", saved)
 
-    def count_pdftoppm_runs(self):
-        """Put a ``pdftoppm`` first on the PATH that counts its runs in a file
+    def count_runs(self, command="pdftoppm"):
+        """Put a ``command`` first on the PATH that counts its runs in a file
         and runs the real one; return a function that reads the count."""
-        real = shutil.which("pdftoppm")
+        real = shutil.which(command)
         directory = tempfile.mkdtemp(prefix="asynctasks-test-path-")
         self.addCleanup(shutil.rmtree, directory)
         runs = os.path.join(directory, "runs")
-        with open(os.path.join(directory, "pdftoppm"), "w") as script:
+        with open(os.path.join(directory, command), "w") as script:
             script.write(f'#!/bin/sh\necho run >> "{runs}"\nexec "{real}" "$@"\n')
-        os.chmod(os.path.join(directory, "pdftoppm"), 0o755)
+        os.chmod(os.path.join(directory, command), 0o755)
         self.use_path(f"{directory}:{os.environ['PATH']}")
 
         def count():
@@ -200,7 +200,7 @@ class TestPreviews(CommandsOnPath, unittest.TestCase):
         self.assertEqual(previews.source(self.portal["image"]), (None, None))
 
     def test_the_same_pdf_bytes_are_converted_once(self):
-        runs = self.count_pdftoppm_runs()
+        runs = self.count_runs()
         first = self.add_file(picture("PDF"), "first.pdf", "application/pdf")
         pasted = self.add_file(picture("PDF"), "pasted.pdf", "application/pdf")
         self.assertEqual(previews.generate(first), previews.READY)
@@ -213,7 +213,7 @@ class TestPreviews(CommandsOnPath, unittest.TestCase):
 
     def test_a_pdf_too_slow_to_render_is_a_final_no_preview_for_its_bytes(self):
         self.set_timeout(1)
-        runs = self.count_pdftoppm_runs()
+        runs = self.count_runs()
         slow = self.add_file(slow_pdf(), "slow.pdf", "application/pdf")
         again = self.add_file(slow_pdf(), "again.pdf", "application/pdf")
         started = time.monotonic()

@@ -1,9 +1,10 @@
-"""End to end in headless Chromium: an uploaded image's placeholder is
-replaced by its preview through push, without a reload; another logged-in
-user's browser receives nothing.
+"""End to end in headless Chromium: an uploaded image's or Word document's
+placeholder is replaced by its preview through push, without a reload;
+another logged-in user's browser receives nothing.
 
-Needs Debian's ``chromium`` (``make chromium``, part of ``make test``); the
-Python package ``playwright`` drives it (its own browser download is not used).
+Needs Debian's ``chromium`` (``make chromium``, part of ``make test``) and,
+for the Word document, LibreOffice (``make libreoffice``); the Python package
+``playwright`` drives Chromium (its own browser download is not used).
 """
 
 import io
@@ -16,6 +17,8 @@ from plone.app.testing import setRoles
 from ploneintranet.asynctasks.push import messages
 from ploneintranet.asynctasks.testing import ASYNC_PUSH_TESTING
 from ploneintranet.asynctasks.testing import PUSH_SERVER_FIXTURE
+from ploneintranet.asynctasks.tests import office_files
+from ploneintranet.asynctasks.tests.test_office_previews import require_soffice
 import shutil
 import signal
 import transaction
@@ -83,25 +86,30 @@ class TestPreviewArrivesByPush(unittest.TestCase):
     def wait_for_socket(self, page):
         page.wait_for_selector("body[data-push-state=open]", state="attached")
 
+    def upload_with_worker_paused(self, upload):
+        """Call ``upload``, which returns the page of a new item, while the
+        worker is paused until that page listens: its preview can only come
+        by push. Return the page, its placeholder checked pending."""
+        worker = self.layer["celery_worker"]
+        os.killpg(worker.pid, signal.SIGSTOP)
+        try:
+            page = upload()
+            placeholder = page.wait_for_selector(".async-preview", state="attached")
+            self.assertIn("pending", placeholder.get_attribute("class"))
+            page.evaluate("window.loadedOnce = true")  # gone if the page reloads
+            self.wait_for_socket(page)
+            page.wait_for_timeout(500)  # its catch-up fetch found the preview pending
+            self.assertTrue(page.is_visible(".async-preview.pending"))
+        finally:
+            os.killpg(worker.pid, signal.SIGCONT)
+        return page
+
     def test_placeholder_is_replaced_by_the_preview_without_reload(self):
         bob = self.logged_in_page("bob")
         bob.goto(self.portal_url)
         self.wait_for_socket(bob)
 
-        # The worker is paused until alice's page listens: the preview must come by push.
-        worker = self.layer["celery_worker"]
-        os.killpg(worker.pid, signal.SIGSTOP)
-        try:
-            alice = self.upload_image("alice")
-            placeholder = alice.wait_for_selector(".async-preview", state="attached")
-            self.assertIn("pending", placeholder.get_attribute("class"))
-            alice.evaluate("window.loadedOnce = true")  # gone if the page reloads
-            self.wait_for_socket(alice)
-            alice.wait_for_timeout(500)  # its catch-up fetch found the preview pending
-            self.assertTrue(alice.is_visible(".async-preview.pending"))
-        finally:
-            os.killpg(worker.pid, signal.SIGCONT)
-
+        alice = self.upload_with_worker_paused(lambda: self.upload_image("alice"))
         preview = alice.wait_for_selector(".async-preview.ready img", timeout=PREVIEW_TIMEOUT)
         self.assertIn("@@images", preview.get_attribute("src"))
         self.assertTrue(alice.evaluate("window.loadedOnce === true"), "the page was reloaded")
@@ -111,6 +119,18 @@ class TestPreviewArrivesByPush(unittest.TestCase):
         bob.wait_for_timeout(1000)
         self.assertEqual(bob.evaluate("window.ploneintranetPush.received"), [])
         self.assertEqual(bob.get_attribute("body", "data-push-state"), "open")
+
+    def test_an_uploaded_word_document_shows_its_first_page_without_reload(self):
+        require_soffice()
+        alice = self.upload_with_worker_paused(lambda: self.upload_file(
+            "alice", "memo.docx", office_files.docx("Quarterly memo"), office_files.CONTENT_TYPES["docx"]
+        ))
+        preview = alice.wait_for_selector(".async-preview.ready img", timeout=PREVIEW_TIMEOUT)
+        self.assertIn("@@async-preview-image", preview.get_attribute("src"))
+        alice.wait_for_function(  # the page's picture itself arrived
+            "document.querySelector('.async-preview.ready img').naturalWidth > 0"
+        )
+        self.assertTrue(alice.evaluate("window.loadedOnce === true"), "the page was reloaded")
 
     def test_pages_reconnect_when_the_push_server_comes_back(self):
         bob = self.logged_in_page("bob")
@@ -138,4 +158,20 @@ class TestPreviewArrivesByPush(unittest.TestCase):
         with page.expect_navigation():
             page.click('[name="form.buttons.save"]')
         self.assertIn("/uploads/sunset", page.url)
+        return page
+
+    def upload_file(self, username, filename, data, content_type):
+        """Add a File through the add form as ``username``; return the page
+        of the new file."""
+        page = self.logged_in_page(username)
+        page.goto(f"{self.folder.absolute_url()}/++add++File")
+        page.set_input_files(
+            'input[type=file][name="form.widgets.file"]',
+            files=[{"name": filename, "mimeType": content_type, "buffer": data}],
+        )
+        with page.expect_navigation():
+            page.click('[name="form.buttons.save"]')
+        self.assertIn(f"/uploads/{filename}", page.url)
+        if not page.url.rstrip("/").endswith("/view"):
+            page.goto(f"{self.folder.absolute_url()}/{filename}/view")  # a File's url downloads it
         return page

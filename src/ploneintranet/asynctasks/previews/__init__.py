@@ -210,15 +210,16 @@ def remember(digest, outcome):
 
 
 def preview_html(context):
-    """The preview element: a placeholder (``data-pat-push``) while the job
-    is pending, the preview when it is ready, ``""`` if none was ever queued."""
+    """The preview element: a placeholder (a ``pat-push`` element whose
+    ``data-pat-push`` is its snippet's url) while the job is pending, the
+    preview when it is ready, ``""`` if none was ever queued."""
     current = state(context)
     if current is None:
         return ""
     target = escape(target_id(context))
     if current == PENDING:
         return (
-            f'<div id="{target}" class="async-preview pending" '
+            f'<div id="{target}" class="async-preview pending pat-push" '
             f'data-pat-push="{escape(snippet_url(context))}">Making the preview…</div>'
         )
     if current == NO_PREVIEW:

@@ -1,4 +1,8 @@
-"""The Plone end of websocket push: who opened a socket, and the script."""
+"""The Plone end of websocket push: who opened a socket, and what a page
+needs to open one.
+
+``pat-push.js`` itself is loaded by Plone's resource registry: the bundle
+``ploneintranet-asynctasks-push`` (``profiles/default/registry/push.xml``)."""
 
 from html import escape
 from plone import api
@@ -10,6 +14,9 @@ from Products.Five.browser import BrowserView
 
 #: Where the add-on's browser resources are published.
 RESOURCE_PREFIX = "++resource++ploneintranet.asynctasks"
+#: The resource registry's bundle that loads ``pat-push.js``.
+BUNDLE = "ploneintranet-asynctasks-push"
+BUNDLE_RECORD = f"plone.bundles/{BUNDLE}.jscompilation"
 
 
 class PushUserView(BrowserView):
@@ -28,17 +35,23 @@ class PushUserView(BrowserView):
         return userid
 
 
-class PushScriptViewlet(ViewletBase):
-    """Loads ``pat-push.js`` on the pages of logged-in users, telling it
-    where the push server is (``ASYNC_PUSH_PUBLIC_URL`` or the page's host
-    on ``ASYNC_PUSH_PORT``)."""
+class PushConfigViewlet(ViewletBase):
+    """Tells ``pat-push.js``, on the pages of logged-in users, where the push
+    server is (``ASYNC_PUSH_PUBLIC_URL``, or the page's host on
+    ``ASYNC_PUSH_PORT``): ``<meta name="ploneintranet-push">``.
+
+    A site that lacks the bundle's record (installed before it, and its
+    profile's registry step not run again) gets the script from here too."""
 
     def render(self):
         if current_userid() is None:
             return ""
-        portal_url = api.portal.get().absolute_url()
-        return (
-            f'<script src="{escape(portal_url)}/{RESOURCE_PREFIX}/pat-push.js" defer '
+        meta = (
+            f'<meta name="ploneintranet-push" '
             f'data-push-url="{escape(celeryconfig.ASYNC_PUSH_PUBLIC_URL)}" '
-            f'data-push-port="{celeryconfig.ASYNC_PUSH_PORT}"></script>'
+            f'data-push-port="{celeryconfig.ASYNC_PUSH_PORT}" />'
         )
+        if api.portal.get_registry_record(BUNDLE_RECORD, default=None):
+            return meta
+        portal_url = api.portal.get().absolute_url()
+        return f'{meta}<script src="{escape(portal_url)}/{RESOURCE_PREFIX}/pat-push.js" defer></script>'

@@ -1,6 +1,8 @@
 """End to end in headless Chromium: an uploaded image's or Word document's
 placeholder is replaced by its preview through push, without a reload;
-another logged-in user's browser receives nothing.
+another logged-in user's browser receives nothing. ``pat-push`` is a
+Patternslib pattern loaded by Plone's resource registry, and initialises on
+content that pat-inject brings later.
 
 Needs Debian's ``chromium`` (``make chromium``, part of ``make test``) and,
 for the Word document, LibreOffice (``make libreoffice``); the Python package
@@ -33,6 +35,23 @@ CHROMIUM_ARGS = [
 #: Milliseconds the browser may take for a page, and for a preview to arrive.
 PAGE_TIMEOUT = 60_000
 PREVIEW_TIMEOUT = 45_000
+
+
+#: Added to a page before Patternslib scans it, as a template would render
+#: it: a pat-inject link that brings the preview element of another page.
+INJECT_LINK = """
+document.addEventListener("DOMContentLoaded", () => {
+  const link = document.createElement("a");
+  link.id = "show-preview";
+  link.className = "pat-inject";
+  link.href = "%(href)s#%(target)s";
+  link.dataset.patInject = "source: #%(target)s::element; target: #inject-here";
+  link.textContent = "Show the preview";
+  const here = document.createElement("div");
+  here.id = "inject-here";
+  document.body.prepend(link, here);
+});
+"""
 
 
 def png(size=(64, 48)):
@@ -131,6 +150,63 @@ class TestPreviewArrivesByPush(unittest.TestCase):
             "document.querySelector('.async-preview.ready img').naturalWidth > 0"
         )
         self.assertTrue(alice.evaluate("window.loadedOnce === true"), "the page was reloaded")
+
+    def test_pat_push_is_a_pattern_of_a_bundle_for_logged_in_users(self):
+        bob = self.logged_in_page("bob")
+        bob.goto(self.portal_url)
+        self.wait_for_socket(bob)
+        scripts = bob.eval_on_selector_all(
+            'script[src*="pat-push.js"]', "found => found.map(s => [s.dataset.bundle, s.defer])"
+        )
+        self.assertEqual(scripts, [["ploneintranet-asynctasks-push", True]])  # only the bundle's
+        self.assertEqual(
+            bob.evaluate("window.__patternslib_registry.push.trigger"), ".pat-push"
+        )
+        self.assertTrue(bob.evaluate("window.__patternslib_registry_initialized"))
+        anonymous = self.browser.new_context().new_page()
+        anonymous.goto(self.portal_url)
+        self.assertEqual(anonymous.locator('script[src*="pat-push.js"]').count(), 0)
+        self.assertEqual(anonymous.locator('meta[name="ploneintranet-push"]').count(), 0)
+
+    def test_a_preview_arrives_in_content_that_pat_inject_brought_late(self):
+        """pat-inject fetches the image's page while its preview is pending,
+        and the answer arrives only after the push message did: the pattern,
+        initialised by Patternslib on the injected placeholder, fetches the
+        finished preview itself."""
+        worker = self.layer["celery_worker"]
+        os.killpg(worker.pid, signal.SIGSTOP)
+        try:
+            image_page = self.upload_image("alice")
+            target = image_page.get_attribute(".async-preview.pending", "id")
+            page = image_page.context.new_page()  # alice's second tab
+            page.set_default_timeout(PAGE_TIMEOUT)
+            page.add_init_script(INJECT_LINK % {"href": image_page.url, "target": target})
+            page.goto(self.folder.absolute_url())
+            self.wait_for_socket(page)
+            held = []
+            page.route(
+                lambda url: "/uploads/sunset" in url and "@@" not in url,
+                lambda route: held.append((route, route.fetch())),
+            )
+            page.evaluate("window.loadedOnce = true")
+            page.click("#show-preview")  # pat-inject's request: answered, then held
+            while not held:  # Playwright runs the route's handler while we wait
+                page.wait_for_timeout(100)
+        finally:
+            os.killpg(worker.pid, signal.SIGCONT)
+        page.wait_for_function(
+            "target => window.ploneintranetPush.received.some(m => m.target === target)",
+            arg=target, timeout=PREVIEW_TIMEOUT,
+        )
+        self.assertEqual(page.locator("#inject-here .async-preview").count(), 0)
+        route, pending_answer = held[0]
+        self.assertIn("async-preview pending pat-push", pending_answer.text())
+        route.fulfill(response=pending_answer)  # the injection, after the message
+
+        preview = page.wait_for_selector("#inject-here .async-preview.ready img", timeout=PREVIEW_TIMEOUT)
+        self.assertIn("@@images", preview.get_attribute("src"))
+        self.assertIn(target, page.evaluate("window.ploneintranetPush.bound"))
+        self.assertTrue(page.evaluate("window.loadedOnce === true"), "the page was reloaded")
 
     def test_pages_reconnect_when_the_push_server_comes_back(self):
         bob = self.logged_in_page("bob")

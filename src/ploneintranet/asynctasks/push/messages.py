@@ -4,7 +4,8 @@ A message is the JSON object ``{"task", "status", "snippet_url", "target"}``,
 published on the Redis channel ``ASYNC_PUSH_CHANNEL_PREFIX + userid``. The push
 server relays it to every socket that Plone authenticated as that user; the
 browser then fetches ``snippet_url`` and puts it in place of the element whose
-id is ``target``.
+id is ``target``. A message of status ``logout`` (:func:`publish_logout`) is
+not relayed: the push server closes the user's sockets.
 """
 
 import json
@@ -19,9 +20,12 @@ logger = logging.getLogger("ploneintranet.asynctasks")
 
 DONE = "done"
 FAILED = "failed"
+#: The user logged out: their sockets are closed, the message is not relayed.
+LOGOUT = "logout"
 #: Job data fields naming where the browser finds the finished work.
 SNIPPET_URL_FIELD = "push_snippet_url"
 TARGET_FIELD = "push_target"
+
 
 def channel(userid):
     """The Redis pub/sub channel of ``userid``."""
@@ -40,6 +44,20 @@ def publish(userid, task, status, snippet_url="", target="", url=None):
         {"task": task, "status": status, "snippet_url": snippet_url, "target": target}
     )
     return redis_connection(url).publish(channel(userid), message)
+
+
+def publish_logout(userid, url=None):
+    """Tell the push servers that ``userid`` logged out, so that they close
+    the user's sockets; return how many push servers received it."""
+    return publish(userid, "", LOGOUT, url=url)
+
+
+def is_logout(text):
+    """True if the message ``text`` is a :func:`publish_logout` message."""
+    try:
+        return json.loads(text).get("status") == LOGOUT
+    except (ValueError, AttributeError):
+        return False
 
 
 def publish_job(task, status, data, headers):

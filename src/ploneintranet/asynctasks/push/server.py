@@ -5,7 +5,10 @@ Each socket is authenticated when it opens: the server forwards the socket's
 configured Plone site (``ASYNC_PUSH_PLONE_URL``), which answers the user id or
 403. The user's channel is derived from that answer alone; the browser cannot
 choose it. Sockets of pages from other origins, and sockets Plone does not
-recognise, are refused with 403 before the websocket upgrade.
+recognise, are refused with 403 before the websocket upgrade. When the user
+logs out of Plone, Plone publishes a ``logout`` message on their channel
+(:func:`~ploneintranet.asynctasks.push.messages.publish_logout`) and the
+server closes their sockets (code 4001).
 
 The limits of :mod:`~ploneintranet.asynctasks.celeryconfig` bound what one
 client can hold: a request must arrive within ``ASYNC_PUSH_UPGRADE_TIMEOUT``
@@ -20,6 +23,7 @@ import logging
 from ploneintranet.asynctasks import celeryconfig
 from ploneintranet.asynctasks.push.messages import channel
 from ploneintranet.asynctasks.wire import origin
+from ploneintranet.asynctasks.push.messages import is_logout
 import re
 import redis
 import redis.asyncio as aioredis
@@ -38,6 +42,8 @@ AUTH_COOKIE = "__ac"
 SOCKET_PATH = "/push"
 # A cookie value we forward: no quote, semicolon, space or control character.
 COOKIE_VALUE = re.compile(r"[!#-+\--:<-\[\]-~]+")
+#: The close code and reason of the sockets of a user who logged out.
+LOGGED_OUT = (4001, "logged out")
 
 
 class PloneAuthenticator:
@@ -121,7 +127,12 @@ class Channels:
                 continue
             name = message["channel"].decode()
             text = message["data"].decode("utf-8", "replace")
-            for socket in list(self.sockets.get(name, ())):
+            sockets = list(self.sockets.get(name, ()))
+            if is_logout(text):
+                for socket in sockets:
+                    socket.log_out()
+                continue
+            for socket in sockets:
                 socket.deliver(text)
 
     async def close(self):
@@ -146,6 +157,7 @@ class PushSocket(websocket.WebSocketHandler):
         self.early = []  # messages that came before the upgrade finished
 
     def check_origin(self, value):
+        self.logged_out = False
         # a page of another site must not use the visitor's login cookie here
         return origin(value).rstrip("/") in self.allowed_origins
 
@@ -173,6 +185,9 @@ class PushSocket(websocket.WebSocketHandler):
         for text in self.early:
             self.deliver(text)
         self.early = []
+        if self.logged_out:  # during the upgrade
+            self.log_out()
+            return
         logger.info("socket opened for %s", self.userid)
 
     def forget_if_never_opened(self):
@@ -189,6 +204,13 @@ class PushSocket(websocket.WebSocketHandler):
     def deliver(self, text):
         if not self.opened:
             self.early.append(text)
+    def log_out(self):
+        """Close the socket: its user logged out of Plone."""
+        self.logged_out = True
+        if self.opened:
+            logger.info("socket of %s closed: logged out of Plone", self.userid)
+            self.close(*LOGGED_OUT)
+
             return
         try:
             self.write_message(text)

@@ -181,6 +181,43 @@ class TestDelivery(PushTestCase):
                    message="the push server to unsubscribe alice's channel")
 
 
+class TestLogout(PushTestCase):
+    """Logging out of Plone closes the user's sockets (``push.subscribers``)."""
+
+    def test_logging_out_closes_the_users_sockets_within_seconds(self):
+        cookie = self.cookie("alice")
+        tabs = [self.open(cookie), self.open(cookie)]
+        bob = self.open(self.cookie("bob"))
+        closed_before = self.closed_in_log()
+        started = time.monotonic()
+        logout = requests.get(
+            f"{self.portal_url}/logout", cookies={"__ac": cookie}, allow_redirects=False, timeout=30
+        )
+        self.assertEqual(logout.status_code, 302)
+        for tab in tabs:
+            self.assertIsNone(tab.receive(timeout=5))
+            self.assertEqual(
+                (tab.connection.close_code, tab.connection.close_reason), (4001, "logged out")
+            )
+        self.assertLess(time.monotonic() - started, 5)
+        wait_until(lambda: messages.publish("alice", "t", "done") == 0, 10,
+                   message="the push server to unsubscribe alice's channel")
+        messages.publish("bob", "t", "done", "/b", "still-here")  # other users are not affected
+        self.assertEqual(bob.receive()["target"], "still-here")
+        self.assertEqual(self.closed_in_log() - closed_before, 2)
+
+    def closed_in_log(self):
+        """How many of alice's sockets the push server's log says it closed."""
+        with open(self.layer["push_log"]) as log:
+            return log.read().count("socket of alice closed: logged out of Plone")
+
+    def test_a_logout_message_is_not_relayed_to_the_browser(self):
+        alice = self.open(self.cookie("alice"))
+        messages.publish_logout("alice")
+        self.assertIsNone(alice.receive(timeout=5))
+        self.assertEqual(alice.connection.close_code, 4001)
+
+
 class TestPreviewJobPushes(PushTestCase):
     """``generate_preview`` pushes ``done`` or ``failed`` to the job's user."""
 

@@ -1,6 +1,7 @@
 """End to end in headless Chromium: an uploaded image's or Word document's
 placeholder is replaced by its preview through push, without a reload;
-another logged-in user's browser receives nothing. ``pat-push`` is a
+another logged-in user's browser receives nothing, nor does a tab whose user
+logged out in another tab. ``pat-push`` is a
 Patternslib pattern loaded by Plone's resource registry, and initialises on
 content that pat-inject brings later.
 
@@ -207,6 +208,19 @@ class TestPreviewArrivesByPush(unittest.TestCase):
         self.assertIn("@@images", preview.get_attribute("src"))
         self.assertIn(target, page.evaluate("window.ploneintranetPush.bound"))
         self.assertTrue(page.evaluate("window.loadedOnce === true"), "the page was reloaded")
+
+    def test_logging_out_in_one_tab_closes_the_socket_of_the_other(self):
+        first = self.logged_in_page("alice")
+        second = first.context.new_page()  # the same browser: the same cookie
+        second.set_default_timeout(PAGE_TIMEOUT)
+        second.goto(self.portal_url)
+        self.wait_for_socket(second)
+        first.goto(f"{self.portal_url}/logout")
+        second.wait_for_selector("body[data-push-state=closed]", state="attached", timeout=5000)
+        second.wait_for_timeout(3000)  # it tries again, without the login cookie: refused
+        self.assertEqual(second.get_attribute("body", "data-push-state"), "closed")
+        self.assertEqual(messages.publish("alice", "t", "done", "", "nowhere"), 0)
+        self.assertEqual(second.evaluate("window.ploneintranetPush.received"), [])
 
     def test_pages_reconnect_when_the_push_server_comes_back(self):
         bob = self.logged_in_page("bob")

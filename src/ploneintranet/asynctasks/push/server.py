@@ -22,8 +22,8 @@ import asyncio
 import logging
 from ploneintranet.asynctasks import celeryconfig
 from ploneintranet.asynctasks.push.messages import channel
-from ploneintranet.asynctasks.wire import origin
 from ploneintranet.asynctasks.push.messages import is_logout
+from ploneintranet.asynctasks.wire import origin
 import re
 import redis
 import redis.asyncio as aioredis
@@ -154,10 +154,10 @@ class PushSocket(websocket.WebSocketHandler):
         self.userid = None
         self.channel = None
         self.opened = False
+        self.logged_out = False
         self.early = []  # messages that came before the upgrade finished
 
     def check_origin(self, value):
-        self.logged_out = False
         # a page of another site must not use the visitor's login cookie here
         return origin(value).rstrip("/") in self.allowed_origins
 
@@ -182,12 +182,12 @@ class PushSocket(websocket.WebSocketHandler):
 
     def open(self):
         self.opened = True
-        for text in self.early:
-            self.deliver(text)
-        self.early = []
         if self.logged_out:  # during the upgrade
             self.log_out()
             return
+        for text in self.early:
+            self.deliver(text)
+        self.early = []
         logger.info("socket opened for %s", self.userid)
 
     def forget_if_never_opened(self):
@@ -201,9 +201,6 @@ class PushSocket(websocket.WebSocketHandler):
         if self.channel is not None:
             asyncio.ensure_future(self.channels.remove(self.channel, self))
 
-    def deliver(self, text):
-        if not self.opened:
-            self.early.append(text)
     def log_out(self):
         """Close the socket: its user logged out of Plone."""
         self.logged_out = True
@@ -211,6 +208,9 @@ class PushSocket(websocket.WebSocketHandler):
             logger.info("socket of %s closed: logged out of Plone", self.userid)
             self.close(*LOGGED_OUT)
 
+    def deliver(self, text):
+        if not self.opened:
+            self.early.append(text)
             return
         try:
             self.write_message(text)

@@ -72,10 +72,13 @@ setup(
             "plone.app.contenttypes",
             "supervisor",
         ],
-        # The production-like server of `make run-zeo`.
+        # The production-like server of `make run-zeo` (RELSTORAGE_DSN:
+        # on RelStorage instead of ZEO).
         "zeo": [
             "ZEO",
             "flower",
+            "RelStorage",
+            "psycopg2-binary",
         ],
         # Instances on RelStorage in PostgreSQL instead of ZEO.
         "relstorage": [

@@ -29,6 +29,11 @@ celery-default -           the Celery worker of the default queue ``celery``
 Redis is not started: as in production it is a service of the system, and
 ``run-zeo`` stops with instructions if none answers at ``BROKER_URL``.
 
+With ``RELSTORAGE_DSN`` (libpq's form, e.g. ``host=127.0.0.1 user=postgres
+dbname=plone``; the database must exist, RelStorage makes its tables) the
+instances share a RelStorage in that PostgreSQL database instead, and no ZEO
+server runs: ``make run-zeo RELSTORAGE_DSN="..."``.
+
 Both commands:
 
 1. refuse to start if either stack is running, or if a port is taken;
@@ -103,15 +108,22 @@ def admin_password():
     return password, True
 
 
-def ensure_site(env, port):
+def ensure_site(env, port, dsn=None):
     """Create the site with scripts/create_site.py unless it was made (with
-    this password). It opens the FileStorage itself, before any server runs."""
+    this password). It opens the FileStorage itself, before any server runs,
+    or the RelStorage in the PostgreSQL database ``dsn``."""
     password, new_password = admin_password()
-    zopeconfig.write_single_instance(VAR, port)
-    if not (new_password or not SITE_MARKER.exists() or not DATA_FS.exists()):
+    if dsn:
+        zopeconfig.write_relstorage_instance(VAR, "plone", port, dsn, conf="zope")
+        made = SITE_MARKER.exists() and SITE_MARKER.read_text().startswith(f"{dsn}\n")
+        where = f"RelStorage ({dsn})"
+    else:
+        zopeconfig.write_single_instance(VAR, port)
+        made = SITE_MARKER.exists() and DATA_FS.exists() and SITE_MARKER.read_text().startswith(SITE_ID)
+        where = relative(DATA_FS)
+    if made and not new_password:
         return password
-    say(f"creating the Plone site {SITE_ID!r} in {relative(DATA_FS)} "
-        "(first run, takes a minute) ...")
+    say(f"creating the Plone site {SITE_ID!r} in {where} (first run, takes a minute) ...")
     SITE_MARKER.unlink(missing_ok=True)
     result = subprocess.run(
         [str(BIN / "python"), str(ROOT / "scripts" / "create_site.py"),
@@ -124,7 +136,8 @@ def ensure_site(env, port):
             "cause and try again; to start from scratch, remove var/"
         )
     SITE_MARKER.write_text(
-        f"{SITE_ID} created by scripts/create_site.py; remove this file and "
+        (f"{dsn}\n" if dsn else "")
+        + f"{SITE_ID} created by scripts/create_site.py; remove this file and "
         "the next start checks the site and the admin user again.\n"
     )
     return password
@@ -142,6 +155,7 @@ def supervisor_environment(topology, broker_env, origin, **extra):
         DEVSERVER_BIN=str(BIN),
         DEVSERVER_SINGLE="true" if topology == "single" else "false",
         DEVSERVER_ZEO="true" if topology == "zeo" else "false",
+        DEVSERVER_ZEO_SERVER="true" if topology == "zeo" else "false",
         DEVSERVER_FLOWER="false",
         DEVSERVER_FLOWER_PORT="5555",
         DEVSERVER_HAPROXY="haproxy",
@@ -228,8 +242,11 @@ def run_zeo(args):
     preflight.require_consumed_queues(ZEO_QUEUES)
     flower = preflight.flower_installed()
     zeo_address = f"127.0.0.1:{ports['ZEO']}"
+    # RELSTORAGE_DSN: the instances share a RelStorage in PostgreSQL, no ZEO.
+    dsn = os.environ.get("RELSTORAGE_DSN", "").strip()
     env = supervisor_environment(
         "zeo", broker_env, port,
+        DEVSERVER_ZEO_SERVER="false" if dsn else "true",
         DEVSERVER_HAPROXY=haproxy,
         DEVSERVER_FLOWER="true" if flower else "false",
         DEVSERVER_FLOWER_PORT=str(ports["Flower"]),
@@ -239,13 +256,19 @@ def run_zeo(args):
         PLONE_WORKER=f"127.0.0.1:{ports['plone-worker']}",
         PLONE_WORKER_LOW=f"127.0.0.1:{ports['plone-worker']}",
     )
-    password = ensure_site(env, port)
-    zopeconfig.write_zeo_server(VAR, zeo_address)
-    for name in ("plone-frontend", "plone-worker"):
-        zopeconfig.write_zeo_instance(VAR, name, ports[name], zeo_address)
+    password = ensure_site(env, port, dsn)
+    if dsn:
+        for name in ("plone-frontend", "plone-worker"):
+            zopeconfig.write_relstorage_instance(VAR, name, ports[name], dsn)
+        database = f"RelStorage ({dsn})"
+    else:
+        zopeconfig.write_zeo_server(VAR, zeo_address)
+        for name in ("plone-frontend", "plone-worker"):
+            zopeconfig.write_zeo_instance(VAR, name, ports[name], zeo_address)
+        database = zeo_address
     preflight.require_free_ports("run-zeo", ports)  # taken meanwhile?
 
-    say(f"starting ZEO, two Plone instances, HAProxy and Celery workers for the "
+    say(f"starting {'' if dsn else 'ZEO, '}two Plone instances, HAProxy and Celery workers for the "
         f"queues {', '.join(ZEO_QUEUES)} with supervisor.cfg; broker {broker}")
     base = f"http://localhost:{port}"
     dashboard = (f"http://localhost:{ports['Flower']}" if flower
@@ -258,7 +281,7 @@ The production-like server is up (Ctrl-C here or `make stop` stops everything):
     plone-frontend http://localhost:{ports['plone-frontend']}/{SITE_ID}
     plone-worker   http://localhost:{ports['plone-worker']}/{SITE_ID}
     push server    ws://localhost:{ports['push']}/push
-    ZEO            {zeo_address}
+    database       {database}
     Flower         {dashboard}
     broker         {broker}
     logs           {relative(LOG)}/ (one per program; plone-*-access.log per instance)

@@ -4,10 +4,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install redis-server postgresql haproxy chromium lint dist-check test run run-zeo stop clean docs bench bench-push buildout-check
+.PHONY: help install redis-server postgresql rabbitmq-server haproxy chromium lint dist-check test run run-zeo stop clean docs bench bench-push buildout-check
 
 help:
-	@echo "make test   install everything needed (venv, constraints, redis-server, haproxy, chromium) and run the tests"
+	@echo "make test   install everything needed (venv, constraints, redis-server, rabbitmq-server, haproxy,"
+	@echo "           chromium) and run the tests"
 	@echo "make run    start Plone, Redis and a Celery worker under supervisor (Ctrl-C stops)"
 	@echo "make run-zeo  start the production-like server under supervisor: ZEO, a frontend and a"
 	@echo "              worker Plone instance, HAProxy routing jobs, a Celery worker per queue, Flower"
@@ -40,6 +41,23 @@ redis-server:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
 	else \
 	  echo "redis-server is missing: run 'sudo apt-get install redis-server' (Debian/Ubuntu) and try again" >&2; exit 1; \
+	fi
+
+# The broker of tests/test_rabbitmq.py (each test run makes a vhost of its own
+# with rabbitmqctl): the RabbitMQ that answers on 127.0.0.1:5672, else Debian's
+# rabbitmq-server, installed and started.
+rabbitmq-server:
+	@if $(PYTHON) -c 'import socket; socket.create_connection(("127.0.0.1", 5672), 2).close()' 2>/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  if [ ! -x /usr/sbin/rabbitmq-server ]; then \
+	    echo "rabbitmq-server is missing: installing it with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null; \
+	  fi; \
+	  echo "starting rabbitmq-server"; \
+	  service rabbitmq-server start >/dev/null 2>&1 || (rabbitmq-server -detached >/dev/null 2>&1 &); \
+	  /usr/sbin/rabbitmqctl await_startup --timeout 120 >/dev/null; \
+	else \
+	  echo "RabbitMQ does not answer on 127.0.0.1:5672: run 'sudo apt-get install rabbitmq-server' (Debian/Ubuntu), start it and try again" >&2; exit 1; \
 	fi
 
 # The database of tests/test_routing.py's RelStorage instances (each run makes
@@ -81,7 +99,7 @@ chromium:
 	  echo "chromium is missing: run 'sudo apt-get install chromium poppler-utils' (Debian/Ubuntu) and try again" >&2; exit 1; \
 	fi
 
-test: install redis-server postgresql haproxy chromium lint
+test: install redis-server rabbitmq-server postgresql haproxy chromium lint
 	$(BIN)/pytest
 
 lint: install

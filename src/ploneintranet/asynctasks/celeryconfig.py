@@ -11,8 +11,28 @@ worker, since both ends talk to the same broker.
 ====================================  ======================================  =======================================
 variable                              default                                 meaning
 ====================================  ======================================  =======================================
-``BROKER_URL``                        ``redis://localhost:6379/0``            Celery broker (Redis)
-``CELERY_RESULT_BACKEND``             the broker url                          where task results are kept
+``BROKER_URL``                        ``redis://localhost:6379/0``            Celery broker: ``redis://``, ``rediss://``,
+                                                                              ``unix://``, ``sentinel://h:p;sentinel://h:p``
+                                                                              or ``amqp://`` (RabbitMQ), see below
+``BROKER_TRANSPORT_OPTIONS``          (none)                                  a JSON object merged into Celery's
+                                                                              ``broker_transport_options``, e.g.
+                                                                              ``{"master_name": "mymaster"}``
+``CELERY_RESULT_BACKEND``             the broker url if it is Redis           where task results are kept; with
+                                                                              RabbitMQ a Redis (``redis://`` or
+                                                                              ``sentinel://``) is needed
+``RESULT_BACKEND_TRANSPORT_OPTIONS``  the broker's Sentinel options if the    a JSON object merged into Celery's
+                                      results are kept in the broker          ``result_backend_transport_options``
+``ASYNC_AMQP_QUEUE_TYPE``             ``quorum``                              RabbitMQ only: ``quorum`` (replicated,
+                                                                              delays wait in RabbitMQ) or ``classic``
+``ASYNC_AMQP_CONSUMER_TIMEOUT``       ``1800``                                RabbitMQ only: its ``consumer_timeout``
+                                                                              in seconds (RabbitMQ's default)
+``ASYNC_REDIS_WAIT_REPLICAS``         ``0``                                   Redis only: replicas that must have the
+                                                                              jobs of a transaction before Plone goes
+                                                                              on (Redis ``WAIT``); 1 with Sentinel
+``ASYNC_REDIS_WAIT_TIMEOUT``          ``1``                                   seconds to wait for them
+``ASYNC_SENTINEL_FAILOVER_WAIT``      ``60``                                  Sentinel only: seconds a committed
+                                                                              transaction's jobs wait for a new master
+                                                                              when the master fails as they are sent
 ``ASYNC_ENABLED``                     ``true``                                ``false`` runs jobs eagerly, see below
 ``ASYNC_CONNECT_TIMEOUT``             ``5``                                   seconds to connect to Plone
 ``ASYNC_READ_TIMEOUT``                ``300``                                 seconds to wait for Plone's answer
@@ -53,7 +73,10 @@ variable                              default                                 me
                                       page's host, path ``/push``)            ``/push`` behind a proxy
 ``ASYNC_PUSH_CHANNEL_PREFIX``         ``ploneintranet.asynctasks:push:``      Redis pub/sub channel of a user: this
                                                                               prefix and the user id
-``ASYNC_PUSH_REDIS_URL``              the broker url                          Redis of the push channels
+``ASYNC_PUSH_REDIS_URL``              the broker url if it is Redis, else     Redis of the push channels
+                                      the result backend's
+``ASYNC_PUSH_REDIS_OPTIONS``          those of that url                       its transport options, a JSON object,
+                                                                              e.g. ``{"master_name": "mymaster"}``
 ``ASYNC_PUSH_MAX_MESSAGE_BYTES``      ``4096``                                largest frame a browser may send; larger
                                                                               ones close the socket
 ``ASYNC_PUSH_MAX_SOCKETS_PER_USER``   ``20``                                  open sockets of one user; more are refused
@@ -82,8 +105,21 @@ worker is always a complete setup. A job in a queue that no worker consumes
 waits forever. Queue names are letters, digits, ``.``, ``_`` and ``-``; a
 slow queue ``low`` is served by ``make run-zeo`` and waits for tasks such as
 previews (``my.addon.celerytasks.preview=low``).
+
+Brokers (:doc:`/deployment` says how to run each): plain Redis; Redis with
+Sentinel, ``BROKER_URL=sentinel://10.0.0.1:26379;sentinel://10.0.0.2:26379;...``
+with ``BROKER_TRANSPORT_OPTIONS={"master_name": "mymaster"}`` (every Redis
+connection of this package follows the master the sentinels name); RabbitMQ,
+``BROKER_URL=amqp://user:password@host:5672/vhost`` with a Redis
+``CELERY_RESULT_BACKEND``, which also keeps the debounce keys and the push
+channels. On RabbitMQ the task queues are durable quorum queues behind topic
+exchanges, delayed jobs wait in RabbitMQ (Celery's native delayed delivery)
+and every publish waits for RabbitMQ's confirm (``confirm_publish``). A
+combination that cannot work is refused when this module is imported, by
+Plone and by the worker alike, with a message saying what to set.
 """
 
+import json
 from kombu import Exchange
 from kombu import Queue
 import os
@@ -132,6 +168,25 @@ def _env_origins(name):
         for value in os.environ.get(name, "").split(",")
         if value.strip()
     ]
+
+
+def _env_json_object(name):
+    """Read a JSON object from ``name``; ``{}`` if it is not set."""
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        return {}
+    try:
+        parsed = json.loads(value)
+        problem = None if isinstance(parsed, dict) else f"a JSON {type(parsed).__name__}"
+    except ValueError as error:
+        problem = f"not JSON: {error}"
+    if problem:
+        # the value is not shown: it may hold a password (sentinel_kwargs)
+        raise ValueError(
+            f"environment variable {name} is not a JSON object ({problem}): set it "
+            'to one such as {"master_name": "mymaster"}, or leave it unset'
+        )
+    return parsed
 
 
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -223,11 +278,179 @@ ASYNC_PUSH_MAX_SOCKETS_PER_USER = _env_number("ASYNC_PUSH_MAX_SOCKETS_PER_USER",
 ASYNC_PUSH_UPGRADE_TIMEOUT = _env_number("ASYNC_PUSH_UPGRADE_TIMEOUT", 10.0)
 ASYNC_PUSH_IDLE_TIMEOUT = _env_number("ASYNC_PUSH_IDLE_TIMEOUT", 90.0)
 
+# --- the broker ----------------------------------------------------------------
+
+#: URL schemes of the Redis brokers (kombu's Redis and Sentinel transports).
+REDIS_SCHEMES = ("redis", "rediss", "unix", "sentinel")
+#: URL schemes of RabbitMQ (kombu's py-amqp transport).
+AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
+#: Transport options that say how to reach a Sentinel master.
+SENTINEL_OPTIONS = ("master_name", "sentinel_kwargs", "min_other_sentinels")
+#: Queue types of RabbitMQ that the task queues may have.
+AMQP_QUEUE_TYPES = ("quorum", "classic")
+
+
+def broker_kind(url):
+    """``"redis"`` (Redis or Sentinel), ``"amqp"`` (RabbitMQ) or ``None``
+    for any other url; a ``;``-separated list of urls (kombu's failover or
+    Sentinel form) must be of one kind."""
+    schemes = {part.split("://", 1)[0].strip().lower() for part in str(url or "").split(";") if part.strip()}
+    if schemes and schemes <= set(REDIS_SCHEMES):
+        return "redis"
+    if schemes and schemes <= set(AMQP_SCHEMES):
+        return "amqp"
+    return None
+
+
+def _masked(url):
+    # the password of each url; wire.masked_url imports this module
+    return re.sub(r"(://[^/@;\s]*?:)[^/@;\s]*(@)", r"\1***\2", str(url or ""))
+
+
+def _check_sentinel(url, options, variable):
+    if str(url).startswith("sentinel://") and not options.get("master_name"):
+        raise ValueError(
+            f"{_masked(url)} is a Sentinel url, and Sentinel must be told which "
+            f"master to follow: set {variable} to a JSON object such as "
+            '{"master_name": "mymaster"} (the name in the sentinels\' configuration)'
+        )
+
+
+def broker_settings(broker_url, result_backend=None, broker_options=None, backend_options=None,
+                    amqp_queue_type="quorum"):
+    """The Celery settings that depend on the broker, for ``broker_url`` and
+    ``result_backend`` (``None``: the broker, if it is Redis) with the
+    transport options given in ``BROKER_TRANSPORT_OPTIONS`` and
+    ``RESULT_BACKEND_TRANSPORT_OPTIONS``.
+
+    Raises ``ValueError`` saying what to set for a combination that cannot
+    work: a broker other than Redis, Sentinel or RabbitMQ, a Sentinel url
+    without ``master_name``, RabbitMQ without a Redis for the results (which
+    also keeps the debounce keys and the push channels), a ``global_keyprefix``
+    (the ledger reads kombu's keys as they are).
+    """
+    broker_options, backend_options = dict(broker_options or {}), dict(backend_options or {})
+    kind = broker_kind(broker_url)
+    if kind is None:
+        raise ValueError(
+            f"BROKER_URL={_masked(broker_url)} is not a broker this package supports: "
+            "use redis://, rediss://, unix://, sentinel://host:port;sentinel://host:port "
+            "(Redis Sentinel) or amqp:// (RabbitMQ)"
+        )
+    if not result_backend:
+        if kind != "redis":
+            raise ValueError(
+                f"BROKER_URL={_masked(broker_url)} is RabbitMQ, which keeps no results, "
+                "debounce keys or push channels: set CELERY_RESULT_BACKEND to a Redis, "
+                "redis://host:6379/0 or sentinel://host:26379;sentinel://... with "
+                "RESULT_BACKEND_TRANSPORT_OPTIONS"
+            )
+        result_backend = broker_url
+    if result_backend == broker_url:
+        # the results live in the broker: reach them the same way
+        backend_options = {
+            **{key: broker_options[key] for key in SENTINEL_OPTIONS if key in broker_options},
+            **backend_options,
+        }
+    if kind == "amqp" and broker_kind(result_backend) != "redis":
+        raise ValueError(
+            f"with RabbitMQ (BROKER_URL={_masked(broker_url)}) debounced jobs, such as the "
+            "previews of every upload, and push keep their keys in the Redis of the "
+            f"results, and CELERY_RESULT_BACKEND={_masked(result_backend)} is not one: set "
+            "it to redis://host:6379/0 or to a sentinel:// url"
+        )
+    _check_sentinel(broker_url, broker_options, "BROKER_TRANSPORT_OPTIONS")
+    _check_sentinel(result_backend, backend_options, "RESULT_BACKEND_TRANSPORT_OPTIONS")
+    if kind == "redis" and broker_options.get("global_keyprefix"):
+        raise ValueError(
+            "BROKER_TRANSPORT_OPTIONS has a global_keyprefix, and the ledger of lost "
+            "jobs reads kombu's Redis keys without one: give this site a Redis "
+            "database of its own (redis://host:6379/N) instead"
+        )
+    if amqp_queue_type not in AMQP_QUEUE_TYPES:
+        raise ValueError(
+            f"environment variable ASYNC_AMQP_QUEUE_TYPE={amqp_queue_type!r} is not "
+            "quorum or classic: use quorum (recommended) or classic"
+        )
+    if kind == "redis":
+        defaults = {
+            "visibility_timeout": _env_number("ASYNC_VISIBILITY_TIMEOUT", 3600, int),
+            # kombu looks for the jobs of lost workers only every 10th sweep
+            # (every 100 s); look at every sweep, so they return at most 10 s
+            # after the timeout.
+            "unacked_restore_throttle": 1,
+        }
+        queue_arguments, exchange_type = None, "direct"
+    else:
+        # each publish waits for RabbitMQ's confirm: a refused one raises
+        defaults = {"confirm_publish": True}
+        queue_arguments = {"x-queue-type": amqp_queue_type}
+        # Celery's native delayed delivery routes by topic; direct exchanges
+        # would make the worker hold every delayed job until it is due
+        exchange_type = "topic"
+    queues = [
+        Queue(name, Exchange(name, type=exchange_type), routing_key=name, queue_arguments=queue_arguments)
+        for name in ASYNC_QUEUES
+    ]
+    return {
+        "broker_url": broker_url,
+        "result_backend": result_backend,
+        "broker_transport_options": {**defaults, **broker_options},
+        "result_backend_transport_options": backend_options,
+        # Routing. Declaring every queue makes a worker without -Q consume them all.
+        "task_queues": queues,
+        "task_default_exchange_type": exchange_type,
+        "task_default_queue_type": amqp_queue_type if kind == "amqp" else "classic",
+        "task_create_missing_queue_type": amqp_queue_type if kind == "amqp" else "classic",
+        "task_create_missing_queue_exchange_type": exchange_type if kind == "amqp" else None,
+    }
+
+
+# RabbitMQ only. A worker holding an unacknowledged job longer than this is
+# disconnected by RabbitMQ, and the job handed out again.
+ASYNC_AMQP_QUEUE_TYPE = (os.environ.get("ASYNC_AMQP_QUEUE_TYPE") or "quorum").strip().lower()
+ASYNC_AMQP_CONSUMER_TIMEOUT = _env_number("ASYNC_AMQP_CONSUMER_TIMEOUT", 1800.0)
+# Redis only: replicas that must hold a transaction's jobs before Plone goes on.
+ASYNC_REDIS_WAIT_REPLICAS = _env_number("ASYNC_REDIS_WAIT_REPLICAS", 0, int)
+ASYNC_REDIS_WAIT_TIMEOUT = _env_number("ASYNC_REDIS_WAIT_TIMEOUT", 1.0)
+# Sentinel only: how long a committed transaction's jobs wait for a new master.
+ASYNC_SENTINEL_FAILOVER_WAIT = _env_number("ASYNC_SENTINEL_FAILOVER_WAIT", 60.0)
+
+# (not kept under their own names: Celery would take BROKER_TRANSPORT_OPTIONS
+# for its old name of broker_transport_options)
+_broker = broker_settings(
+    os.environ.get("BROKER_URL") or "redis://localhost:6379/0",
+    os.environ.get("CELERY_RESULT_BACKEND") or None,
+    _env_json_object("BROKER_TRANSPORT_OPTIONS"),
+    _env_json_object("RESULT_BACKEND_TRANSPORT_OPTIONS"),
+    ASYNC_AMQP_QUEUE_TYPE,
+)
+if broker_kind(_broker["broker_url"]) == "amqp" and ASYNC_READ_TIMEOUT >= ASYNC_AMQP_CONSUMER_TIMEOUT:
+    raise ValueError(
+        f"ASYNC_READ_TIMEOUT={ASYNC_READ_TIMEOUT:g} lets a job run as long as RabbitMQ's "
+        f"consumer_timeout ({ASYNC_AMQP_CONSUMER_TIMEOUT:g} s, ASYNC_AMQP_CONSUMER_TIMEOUT), "
+        "after which RabbitMQ hands the job out again while it runs: lower "
+        "ASYNC_READ_TIMEOUT, or raise consumer_timeout in rabbitmq.conf and "
+        "ASYNC_AMQP_CONSUMER_TIMEOUT with it"
+    )
+
+#: The Redis of the push channels and its transport options (a Sentinel master).
+ASYNC_PUSH_REDIS_URL = os.environ.get("ASYNC_PUSH_REDIS_URL") or (
+    _broker["broker_url"] if broker_kind(_broker["broker_url"]) == "redis" else _broker["result_backend"]
+)
+ASYNC_PUSH_REDIS_OPTIONS = _env_json_object("ASYNC_PUSH_REDIS_OPTIONS") or (
+    _broker["broker_transport_options"] if ASYNC_PUSH_REDIS_URL == _broker["broker_url"]
+    else _broker["result_backend_transport_options"] if ASYNC_PUSH_REDIS_URL == _broker["result_backend"]
+    else {}
+)
+_check_sentinel(ASYNC_PUSH_REDIS_URL, ASYNC_PUSH_REDIS_OPTIONS, "ASYNC_PUSH_REDIS_OPTIONS")
+
 # --- Celery settings ---------------------------------------------------------
 
-broker_url = os.environ.get("BROKER_URL") or "redis://localhost:6379/0"
-result_backend = os.environ.get("CELERY_RESULT_BACKEND") or broker_url
-ASYNC_PUSH_REDIS_URL = os.environ.get("ASYNC_PUSH_REDIS_URL") or broker_url
+broker_url = _broker["broker_url"]
+result_backend = _broker["result_backend"]
+broker_transport_options = _broker["broker_transport_options"]
+result_backend_transport_options = _broker["result_backend_transport_options"]
 
 # JSON only: a pickled message from a compromised broker would run code.
 task_serializer = "json"
@@ -243,19 +466,16 @@ task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
 
-broker_transport_options = {
-    "visibility_timeout": _env_number("ASYNC_VISIBILITY_TIMEOUT", 3600, int),
-    # kombu looks for the jobs of lost workers only every 10th sweep (every
-    # 100 s); look at every sweep, so they return at most 10 s after the timeout.
-    "unacked_restore_throttle": 1,
-}
 broker_connection_retry_on_startup = True
 result_expires = _env_number("ASYNC_RESULT_EXPIRES", 3600, int)
 
 enable_utc = True
 timezone = "UTC"
 
-# Routing. Declaring every queue makes a worker without -Q consume them all.
 task_default_queue = DEFAULT_QUEUE
 task_routes = {task: {"queue": queue} for task, queue in ASYNC_TASK_ROUTES.items()}
-task_queues = [Queue(name, Exchange(name), routing_key=name) for name in ASYNC_QUEUES]
+task_queues = _broker["task_queues"]
+task_default_exchange_type = _broker["task_default_exchange_type"]
+task_default_queue_type = _broker["task_default_queue_type"]
+task_create_missing_queue_type = _broker["task_create_missing_queue_type"]
+task_create_missing_queue_exchange_type = _broker["task_create_missing_queue_exchange_type"]

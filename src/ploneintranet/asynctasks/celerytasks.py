@@ -20,11 +20,11 @@ from celery.utils import uuid
 import logging
 from ploneintranet.asynctasks import celeryconfig
 from ploneintranet.asynctasks import ledger
-from ploneintranet.asynctasks.broker import is_redis
-from ploneintranet.asynctasks.broker import redis_client
+from ploneintranet.asynctasks.broker import key_store
 from ploneintranet.asynctasks.brokerloss import RestoreHeldJobs
 from ploneintranet.asynctasks.delivery import DEBOUNCE_PREFIX
 from ploneintranet.asynctasks.delivery import delivery_for
+from ploneintranet.asynctasks.errors import AsyncTaskError
 from ploneintranet.asynctasks.errors import DispatchError
 from ploneintranet.asynctasks.errors import JobRefused
 from ploneintranet.asynctasks.push import messages
@@ -93,11 +93,15 @@ class JobTask(Task):
 
     def superseded(self, job):
         """True if a later debounced job of the same user for the same
-        target replaced ``job`` (only jobs with an eta are debounced, and
-        only with a Redis broker)."""
-        if not is_redis(self.app.conf.broker_url):
-            return False
-        latest = redis_client(self.app).get(DEBOUNCE_PREFIX + job.fingerprint)
+        target replaced ``job`` (only jobs with an eta are debounced). The
+        debounce keys are where Plone wrote them: in the broker's Redis, or
+        with RabbitMQ in the result backend's
+        (:func:`~ploneintranet.asynctasks.broker.key_store`)."""
+        try:
+            store = key_store(self.app, needed_for="debounce")
+        except AsyncTaskError:
+            return False  # Plone refuses debounced jobs without one
+        latest = store.get(DEBOUNCE_PREFIX + job.fingerprint)
         return latest is not None and latest.decode() != self.request.id
 
     def after_return(self, status, retval, task_id, args, kwargs, einfo):
@@ -130,6 +134,8 @@ class LedgerSweep(bootsteps.StartStopStep):
         self.stopping = threading.Event()
 
     def start(self, worker):
+        if not ledger.keeps_ledger(worker.app):
+            return  # RabbitMQ gives the jobs of a worker that died back itself
         self.stopping.clear()
         self.thread = threading.Thread(target=self.run, args=(worker,), name="ledger-sweep", daemon=True)
         self.thread.start()

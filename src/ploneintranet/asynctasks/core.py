@@ -16,7 +16,8 @@ from plone.keyring.interfaces import IKeyManager
 from plone.protect.authenticator import createToken
 from ploneintranet.asynctasks import celeryconfig
 from ploneintranet.asynctasks import jobtoken
-from ploneintranet.asynctasks.broker import redis_client
+from ploneintranet.asynctasks.broker import key_store
+from ploneintranet.asynctasks.broker import longest_delay
 from ploneintranet.asynctasks.delivery import delivery_for
 from ploneintranet.asynctasks.errors import AsyncTaskError
 from ploneintranet.asynctasks.errors import AuthorizationError  # noqa: F401
@@ -118,7 +119,8 @@ class AbstractPost:
     task = None
     url = None
     #: Seconds to wait for more of the same job before running it once; for
-    #: bursts such as autosave. ``None`` runs every job. Needs a Redis broker.
+    #: bursts such as autosave. ``None`` runs every job. Needs a Redis: the
+    #: broker, or with RabbitMQ the result backend.
     debounce = None
 
     def __init__(self, context, request=None):
@@ -157,7 +159,7 @@ class AbstractPost:
     def __call__(self, url=None, data=None, headers=None, cookies=None, **options):
         """Enqueue the job; see :meth:`IAsyncTask.__call__`."""
         immediate = options.pop("immediate", False)
-        delay = _check_delay(options)
+        delay = _check_delay(options, self.task.app)
         url = self.transform_url(url)
         if type(self).transform_url is not AbstractPost.transform_url:
             check_target(url, self._own_port())  # an override may return any url
@@ -187,7 +189,7 @@ class AbstractPost:
                 "path) and let the worker view load the data"
             )
         if self.debounce:
-            redis_client(self.task.app, needed_for="debounce")  # say so now
+            key_store(self.task.app, needed_for="debounce")  # say so now
         job = Job.create(self.task, args, options, self.userid, self.debounce)
         if immediate:
             return delivery_for(self.task.app).publish([job])[0]
@@ -219,22 +221,19 @@ def _check_token_plugin(userid):
         )
 
 
-def _check_delay(options):
-    """Refuse a delay Redis would answer with a second delivery; return the
-    delay in seconds."""
-    visibility = celeryconfig.broker_transport_options["visibility_timeout"]
+def _check_delay(options, app):
+    """Refuse a delay the broker of ``app`` would answer with a second
+    delivery (:func:`~ploneintranet.asynctasks.broker.longest_delay`);
+    return the delay in seconds."""
+    longest, why = longest_delay(app)
     delay = options.get("countdown") or 0
     eta = options.get("eta")
     if eta is not None:
         if eta.tzinfo is None:
             eta = eta.replace(tzinfo=timezone.utc)
         delay = max(delay, (eta - datetime.now(timezone.utc)).total_seconds())
-    if delay >= visibility:
-        raise AsyncTaskError(
-            f"a job delayed by {delay:.0f} s would be delivered twice, since "
-            f"Redis hands unfinished jobs out again after {visibility} s; "
-            "raise ASYNC_VISIBILITY_TIMEOUT above the longest delay you need"
-        )
+    if delay >= longest:
+        raise AsyncTaskError(f"a job delayed by {delay:.0f} s would be delivered twice: {why}")
     return delay
 
 

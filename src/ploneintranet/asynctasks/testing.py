@@ -17,6 +17,7 @@
 
 import base64
 import http.server
+import json
 from kombu import pools
 import os
 import plone.app.contenttypes
@@ -43,6 +44,7 @@ import threading
 import time
 import unittest
 from urllib.parse import parse_qs
+import uuid
 
 
 def free_port():
@@ -67,20 +69,37 @@ def wait_until(condition, timeout, interval=0.05, message="condition"):
         time.sleep(interval)
 
 
-def point_celery_app_at(broker_url, result_backend):
-    """Make this process's Celery app use other broker and backend urls.
+def point_celery_app_at(broker_url, result_backend, broker_options=None, backend_options=None):
+    """Make this process's Celery app use other broker and backend urls,
+    with the transport options of each (``master_name`` for Sentinel), and
+    the queues and options that broker gets
+    (:func:`~ploneintranet.asynctasks.celeryconfig.broker_settings`).
+    Returns the settings it replaced, for :func:`restore_celery_app`.
 
     Drops the connection pool and result backend the app may have built
     already for the old urls, so nothing still talks to them.
     """
+    settings = celeryconfig.broker_settings(
+        broker_url, result_backend, broker_options, backend_options, celeryconfig.ASYNC_AMQP_QUEUE_TYPE
+    )
+    saved = {name: celerytasks.app.conf[name] for name in settings}
+    restore_celery_app(settings)
+    return saved
+
+
+def restore_celery_app(settings):
+    """Give this process's Celery app the broker ``settings`` that
+    :func:`point_celery_app_at` returned."""
     app = celerytasks.app
-    app.conf.update(broker_url=broker_url, result_backend=result_backend)
+    app.conf.update(settings)
     # kombu keeps pools per url in a registry of its own, and Celery keeps the
     # producer pool (that control commands publish with) of the old url: a
     # closed pool must be neither reused nor found again for the same url.
     pools.reset()
     app._pool = None
     app.amqp._producer_pool = None
+    # the queues, their exchanges and the router of the old broker
+    app.__dict__.pop("amqp", None)
     # Celery keeps the result backend per thread, or app-wide if thread safe.
     app._local = threading.local()
     app._backend_cache = None
@@ -150,9 +169,11 @@ def stop_process(process, sig=signal.SIGTERM, timeout=20):
         pass
 
 
-def start_redis_server(port, directory):
+def start_redis_server(port, directory, *arguments, log="redis.log"):
     """Start ``redis-server`` on 127.0.0.1:``port``; return the process once
-    it answers. Nothing is written to disk but its log in ``directory``."""
+    it answers. Nothing is written to disk but its log in ``directory``
+    (file ``log``). ``arguments`` are more of its options, such as
+    ``"--replicaof", "127.0.0.1", "6379"``."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError(
@@ -160,11 +181,11 @@ def start_redis_server(port, directory):
             "private one: run 'apt-get install redis-server' (as root), or "
             "'make test', which installs it"
         )
-    log = os.path.join(directory, "redis.log")
+    log = os.path.join(directory, log)
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1",
          "--save", "", "--appendonly", "no", "--dir", directory,
-         "--logfile", log],
+         "--logfile", log, *arguments],
         stdin=subprocess.DEVNULL,
         start_new_session=True,
     )
@@ -187,11 +208,14 @@ def start_redis_server(port, directory):
 
 def start_celery_worker(redis_url, directory, name, concurrency=2, queues=None, imports=(),
                         **environ):
-    """Start a Celery worker process for ``redis_url``; return it once it
-    answers a ping. ``queues`` (names) limits the queues it consumes; without
-    it, it consumes every queue of ``celeryconfig.ASYNC_QUEUES``. ``imports``
-    names modules of your own tasks (``celery worker -I``). ``environ`` adds
-    settings such as ``ASYNC_MAX_RETRIES``; its log is ``directory/<name>.log``."""
+    """Start a Celery worker process for the broker ``redis_url`` (any
+    broker url: results go there too unless ``environ`` names a
+    ``CELERY_RESULT_BACKEND``); return it once it answers a ping. ``queues``
+    (names) limits the queues it consumes; without it, it consumes every
+    queue of ``celeryconfig.ASYNC_QUEUES``. ``imports`` names modules of your
+    own tasks (``celery worker -I``). ``environ`` adds settings such as
+    ``ASYNC_MAX_RETRIES`` or ``BROKER_TRANSPORT_OPTIONS``; its log is
+    ``directory/<name>.log``."""
     log = os.path.join(directory, f"{name}.log")
     env = dict(os.environ, BROKER_URL=redis_url, CELERY_RESULT_BACKEND=redis_url)
     env.update({key: str(value) for key, value in environ.items()})
@@ -244,10 +268,9 @@ class RedisServerLayer(Layer):
         self.port = free_port()
         self.start_server()
         url = f"redis://127.0.0.1:{self.port}/0"
-        self["redis_url"] = url
-        conf = celerytasks.app.conf
-        self.saved_urls = (conf.broker_url, conf.result_backend)
-        point_celery_app_at(url, url)
+        self["redis_url"] = self["broker_url"] = url
+        self["celery_environ"] = {}
+        self.saved = point_celery_app_at(url, url)
 
     def start_server(self):
         self.process = start_redis_server(self.port, self.directory)
@@ -263,11 +286,11 @@ class RedisServerLayer(Layer):
 
     def tearDown(self):
         try:
-            point_celery_app_at(*self.saved_urls)
+            restore_celery_app(self.saved)
         finally:  # never leave a redis-server behind
             self.stop_server()
             shutil.rmtree(self.directory, ignore_errors=True)
-            del self["redis_url"]
+            del self["redis_url"], self["broker_url"], self["celery_environ"]
 
 
 REDIS_SERVER_FIXTURE = RedisServerLayer(name="ploneintranet.asynctasks:RedisServer")
@@ -308,8 +331,8 @@ class CeleryWorkerLayer(Layer):
         self.generation += 1
         self.name = f"asynctasks-test-{os.getpid()}-{self.generation}"
         self.process = start_celery_worker(
-            self["redis_url"], self.directory, self.name, self.concurrency,
-            imports=self.imports, **self.environ
+            self.get("broker_url") or self["redis_url"], self.directory, self.name, self.concurrency,
+            imports=self.imports, **{**self.environ, **self.get("celery_environ", {})}
         )
         self["celery_worker"] = self.process
         self["celery_log"] = os.path.join(self.directory, f"{self.name}.log")
@@ -326,6 +349,248 @@ class CeleryWorkerLayer(Layer):
 
 
 CELERY_WORKER_FIXTURE = CeleryWorkerLayer(name="ploneintranet.asynctasks:CeleryWorker")
+
+
+# --- the other brokers: RabbitMQ and Redis Sentinel ---------------------------
+
+#: The RabbitMQ the tests use, with its default user; ``make test`` starts it.
+RABBITMQ_ADDRESS = "guest:guest@127.0.0.1:5672"
+
+
+def rabbitmqctl(*arguments):
+    """Run ``rabbitmqctl`` with ``arguments``; return its output. Raises
+    ``RuntimeError`` saying what to do if it fails."""
+    binary = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+    try:
+        result = subprocess.run([binary, *arguments], capture_output=True, text=True, timeout=120)
+    except OSError as error:
+        result = subprocess.CompletedProcess(binary, 127, "", str(error))
+    if result.returncode:
+        raise RuntimeError(
+            f"rabbitmqctl {' '.join(arguments)} failed ({result.stderr.strip() or result.stdout.strip()}): "
+            "the RabbitMQ tests make a vhost of their own with it, on the RabbitMQ of "
+            f"{RABBITMQ_ADDRESS.split('@')[1]}; run 'make rabbitmq-server' (as root), which "
+            "installs and starts it, and run the tests as root or as the rabbitmq user"
+        )
+    return result.stdout
+
+
+class RabbitMQLayer(Layer):
+    """A private vhost on this machine's RabbitMQ (created and deleted with
+    ``rabbitmqctl``) as the broker, and a private redis-server for the
+    results, the debounce keys and push; the Celery app points at both.
+
+    Resources ``broker_url`` (``amqp://``), ``redis_url`` (the Redis),
+    ``celery_environ`` (the settings a worker needs) and ``vhost``.
+    """
+
+    def setUp(self):
+        self.directory = tempfile.mkdtemp(prefix="asynctasks-rabbitmq-")
+        self.vhost = f"asynctasks-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        rabbitmqctl("add_vhost", self.vhost)
+        try:
+            rabbitmqctl("set_permissions", "-p", self.vhost, RABBITMQ_ADDRESS.split(":")[0], ".*", ".*", ".*")
+            self.port = free_port()
+            self.process = start_redis_server(self.port, self.directory)
+        except BaseException:
+            rabbitmqctl("delete_vhost", self.vhost)
+            raise
+        redis_url = f"redis://127.0.0.1:{self.port}/0"
+        self["broker_url"] = f"amqp://{RABBITMQ_ADDRESS}/{self.vhost}"
+        self["redis_url"] = redis_url
+        self["vhost"] = self.vhost
+        self["celery_environ"] = {"CELERY_RESULT_BACKEND": redis_url}
+        self.saved = point_celery_app_at(self["broker_url"], redis_url)
+
+    def tearDown(self):
+        try:
+            restore_celery_app(self.saved)
+        finally:
+            stop_process(self.process)
+            rabbitmqctl("delete_vhost", self.vhost)
+            shutil.rmtree(self.directory, ignore_errors=True)
+            for name in ("broker_url", "redis_url", "vhost", "celery_environ"):
+                del self[name]
+
+
+RABBITMQ_FIXTURE = RabbitMQLayer(name="ploneintranet.asynctasks:RabbitMQ")
+#: A real Celery worker on the RabbitMQ vhost, results in the private Redis.
+RABBITMQ_WORKER_FIXTURE = CeleryWorkerLayer(
+    bases=(RABBITMQ_FIXTURE,), name="ploneintranet.asynctasks:RabbitMQWorker"
+)
+
+
+def redis_info(port, section="replication"):
+    """``INFO section`` of the Redis on 127.0.0.1:``port``; ``{}`` if it does not answer."""
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        return client.info(section)
+    except redis.RedisError:
+        return {}
+    finally:
+        client.close()
+
+
+class RedisSentinels:
+    """A Redis master, its replica and three sentinels on free loopback
+    ports, nothing on disk but their logs and the sentinels' configuration
+    in ``directory``. A sentinel declares the master down after
+    ``down_after`` ms without an answer; two of three agree to fail over.
+
+    :attr:`url` and :attr:`options` are the broker url and transport options.
+    """
+
+    master_name = "asynctasks-test"
+
+    def __init__(self, directory, down_after=1000):
+        self.directory = directory
+        self.down_after = down_after
+        self.servers = {}  # port -> redis-server process
+        self.sentinels = {}  # port -> sentinel process
+
+    @property
+    def url(self):
+        """kombu's Sentinel form: ``sentinel://127.0.0.1:<port>;...``."""
+        return ";".join(f"sentinel://127.0.0.1:{port}/0" for port in self.sentinels)
+
+    @property
+    def options(self):
+        """The transport options that name the master."""
+        return {"master_name": self.master_name}
+
+    def start(self):
+        """Start the master, the replica and the sentinels; return once the
+        replica is in sync and every sentinel knows the replica and the two
+        other sentinels (a failover needs both)."""
+        master = free_port()
+        self.servers[master] = start_redis_server(master, self.directory, log=f"redis-{master}.log")
+        replica = free_port()
+        self.servers[replica] = start_redis_server(
+            replica, self.directory, "--replicaof", "127.0.0.1", str(master), log=f"redis-{replica}.log"
+        )
+        for _ in range(3):
+            self.start_sentinel(master)
+        wait_until(
+            lambda: redis_info(replica).get("master_link_status") == "up", 30,
+            message="the replica to sync with the master",
+        )
+        wait_until(self.ready, 60, interval=0.2, message="the sentinels to know the replica and each other")
+        return self
+
+    def start_sentinel(self, master):
+        port = free_port()
+        config = os.path.join(self.directory, f"sentinel-{port}.conf")
+        with open(config, "w") as out:
+            out.write(
+                f"port {port}\nbind 127.0.0.1\ndir {self.directory}\n"
+                f"logfile {self.directory}/sentinel-{port}.log\n"
+                f"sentinel monitor {self.master_name} 127.0.0.1 {master} 2\n"
+                f"sentinel down-after-milliseconds {self.master_name} {self.down_after}\n"
+                f"sentinel failover-timeout {self.master_name} 10000\n"
+                f"sentinel parallel-syncs {self.master_name} 1\n"
+            )
+        self.sentinels[port] = subprocess.Popen(
+            [shutil.which("redis-server") or "redis-server", config, "--sentinel"],
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+
+    def ask(self, port, *command):
+        """Send a command to the sentinel on ``port``; ``None`` if it does not answer."""
+        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2, socket_connect_timeout=2,
+                             decode_responses=True)
+        try:
+            return client.execute_command(*command)
+        except redis.RedisError:
+            return None
+        finally:
+            client.close()
+
+    def ready(self):
+        for port, process in self.sentinels.items():
+            if process.poll() is not None:
+                log = os.path.join(self.directory, f"sentinel-{port}.log")
+                raise RuntimeError(f"a sentinel exited:\n{log_tail(log)}")
+            master = self.ask(port, "SENTINEL", "MASTER", self.master_name)
+            if not master:
+                return False
+            fields = dict(zip(master[::2], master[1::2], strict=False))
+            if int(fields.get("num-slaves", 0)) < 1 or int(fields.get("num-other-sentinels", 0)) < 2:
+                return False
+        return True
+
+    def master_port(self):
+        """The port of the master the sentinels name now."""
+        for port in self.sentinels:
+            address = self.ask(port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master_name)
+            if address:
+                return int(address[1])
+        raise AssertionError("no sentinel answers")
+
+    def kill_master(self):
+        """SIGKILL the master; return its port."""
+        port = self.master_port()
+        stop_process(self.servers[port], signal.SIGKILL)
+        return port
+
+    def restart(self, port):
+        """Start the Redis of ``port`` again, empty; the sentinels make it a
+        replica of the master they promoted meanwhile."""
+        self.servers[port] = start_redis_server(port, self.directory, log=f"redis-{port}-again.log")
+
+    def wait_for_failover(self, old, timeout=60):
+        """Wait until the sentinels name a master other than port ``old`` and
+        it answers as a master; return its port."""
+        def promoted():
+            port = self.master_port()
+            return port if port != old and redis_info(port).get("role") == "master" else None
+
+        return wait_until(promoted, timeout, interval=0.1, message="Sentinel to promote the replica")
+
+    def stop(self):
+        """Stop every process."""
+        for process in [*self.sentinels.values(), *self.servers.values()]:
+            stop_process(process)
+
+
+class RedisSentinelLayer(Layer):
+    """A master, a replica and three sentinels (:class:`RedisSentinels`); the
+    Celery app's broker and results go through the sentinels.
+
+    Resources ``broker_url`` and ``redis_url`` (the ``sentinel://`` url),
+    ``redis_options`` (its transport options), ``sentinels`` and
+    ``celery_environ``.
+    """
+
+    def setUp(self):
+        self.directory = tempfile.mkdtemp(prefix="asynctasks-sentinel-")
+        self.sentinels = RedisSentinels(self.directory)
+        try:
+            self.sentinels.start()
+        except BaseException:
+            self.sentinels.stop()
+            raise
+        url, options = self.sentinels.url, self.sentinels.options
+        self["broker_url"] = self["redis_url"] = url
+        self["redis_options"] = options
+        self["sentinels"] = self.sentinels
+        self["celery_environ"] = {"BROKER_TRANSPORT_OPTIONS": json.dumps(options)}
+        self.saved = point_celery_app_at(url, url, options)
+
+    def tearDown(self):
+        try:
+            restore_celery_app(self.saved)
+        finally:
+            self.sentinels.stop()
+            shutil.rmtree(self.directory, ignore_errors=True)
+            for name in ("broker_url", "redis_url", "redis_options", "sentinels", "celery_environ"):
+                del self[name]
+
+
+SENTINEL_FIXTURE = RedisSentinelLayer(name="ploneintranet.asynctasks:RedisSentinel")
+#: A real Celery worker on the Sentinel-watched Redis.
+SENTINEL_WORKER_FIXTURE = CeleryWorkerLayer(
+    bases=(SENTINEL_FIXTURE,), name="ploneintranet.asynctasks:SentinelWorker"
+)
 
 
 class AsyncLayer(PloneSandboxLayer):
@@ -403,7 +668,7 @@ class PushServerLayer(Layer):
     """
 
     defaultBases = (REDIS_SERVER_FIXTURE, WSGI_SERVER_FIXTURE)
-    settings = ("ASYNC_PUSH_PORT", "ASYNC_PUSH_REDIS_URL")
+    settings = ("ASYNC_PUSH_PORT", "ASYNC_PUSH_REDIS_URL", "ASYNC_PUSH_REDIS_OPTIONS")
     #: Settings of the push server process, such as its limits.
     environ = {}
 
@@ -415,12 +680,14 @@ class PushServerLayer(Layer):
         self.saved = {name: getattr(celeryconfig, name) for name in self.settings}
         celeryconfig.ASYNC_PUSH_PORT = self.port
         celeryconfig.ASYNC_PUSH_REDIS_URL = self["redis_url"]
+        celeryconfig.ASYNC_PUSH_REDIS_OPTIONS = self.get("redis_options", {})
         self["push_url"] = f"ws://127.0.0.1:{self.port}/push"
         self["push_log"] = os.path.join(self.directory, "push.log")
 
     def start_server(self):
         self.process = start_push_server(
-            self.port, self.plone_url, self["redis_url"], self.directory, **self.environ
+            self.port, self.plone_url, self["redis_url"], self.directory,
+            **{**self.environ, **self.get("celery_environ", {})}
         )
 
     def stop_server(self):

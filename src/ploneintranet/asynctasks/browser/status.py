@@ -20,6 +20,7 @@ from ploneintranet.asynctasks import celerytasks
 from ploneintranet.asynctasks import jobtoken
 from ploneintranet.asynctasks import ledger
 from ploneintranet.asynctasks import tasks
+from ploneintranet.asynctasks.broker import is_amqp
 from ploneintranet.asynctasks.browser.views import CHECKSUM_KEY
 from ploneintranet.asynctasks.browser.views import CheckTaskView
 from ploneintranet.asynctasks.core import AsyncTaskError
@@ -152,7 +153,8 @@ class AsyncStatusView(BrowserView):
                 "broker",
                 FAIL,
                 f"cannot reach {where} ({type(error).__name__}: {masked_url(str(error))}); "
-                "start Redis or set BROKER_URL for Plone and the worker",
+                "start the broker (Redis, its sentinels or RabbitMQ) or set BROKER_URL "
+                "for Plone and the worker",
             )
         if not celeryconfig.ASYNC_ENABLED:
             return _check(
@@ -231,6 +233,15 @@ class AsyncStatusView(BrowserView):
         return _check("http round trip", OK, f"POST {url} stored the checksum")
 
     def check_lost_jobs(self):
+        app = celerytasks.app
+        if not ledger.keeps_ledger(app) and is_amqp(app.conf.broker_url):
+            return _check(
+                "lost jobs", OK,
+                "RabbitMQ keeps every job until a worker acknowledges it as done, and "
+                "hands it out again when that worker's connection closes: no ledger is needed",
+            )
+        if not ledger.keeps_ledger(app) and app.conf.task_always_eager:
+            return _check("lost jobs", OK, "none can be lost: ASYNC_ENABLED=false runs jobs at once")
         try:
             jobs, missing = ledger.summary(celerytasks.app)
         except AsyncTaskError as error:

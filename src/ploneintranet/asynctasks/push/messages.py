@@ -34,7 +34,7 @@ def channel(userid):
 
 def redis_connection(url=None):
     """This process's client of the push Redis (``ASYNC_PUSH_REDIS_URL``)."""
-    return client_for(url or celeryconfig.ASYNC_PUSH_REDIS_URL)
+    return client_for(url or celeryconfig.ASYNC_PUSH_REDIS_URL, celeryconfig.ASYNC_PUSH_REDIS_OPTIONS)
 
 
 def publish(userid, task, status, snippet_url="", target="", url=None):

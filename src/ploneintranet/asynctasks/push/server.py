@@ -21,12 +21,12 @@ closed.
 import asyncio
 import logging
 from ploneintranet.asynctasks import celeryconfig
+from ploneintranet.asynctasks.broker import async_client_for
 from ploneintranet.asynctasks.push.messages import channel
 from ploneintranet.asynctasks.push.messages import is_logout
 from ploneintranet.asynctasks.wire import origin
 import re
 import redis
-import redis.asyncio as aioredis
 from tornado import httpclient
 from tornado import web
 from tornado import websocket
@@ -79,8 +79,11 @@ class Channels:
     """One Redis pub/sub connection for the process; each open socket is
     registered under its user's channel, subscribed while it has sockets."""
 
-    def __init__(self, redis_url):
-        self.redis = aioredis.Redis.from_url(redis_url)
+    def __init__(self, redis_url, options=None):
+        # a sentinel:// url follows the master named in the transport options
+        self.redis = async_client_for(
+            redis_url, celeryconfig.ASYNC_PUSH_REDIS_OPTIONS if options is None else options
+        )
         self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         self.sockets = {}
         self.lock = asyncio.Lock()

@@ -67,6 +67,9 @@ setup(
             "psycopg2-binary",
             # tests/test_push_browser.py drives Debian's chromium (make chromium).
             "playwright",
+            # tests/test_restapi.py: the REST endpoints, registered only when
+            # plone.restapi is installed (Products.CMFPlone does not need it).
+            "plone.restapi",
         ],
         "run": [
             "plone.app.contenttypes",

@@ -10,9 +10,11 @@ transaction:
 
 * sets the Zope root user ``admin`` (role Manager) with the password read
   from the password file;
-* adds the Plone site ``Plone`` with ``plone.app.contenttypes:default`` and
-  ``ploneintranet.asynctasks:default``, or installs the add-on in an existing
-  site that lacks it.
+* adds the Plone site ``Plone`` with the profiles Plone's own "Create a
+  Classic Plone site" form installs (``plone.app.contenttypes:default`` and
+  the Classic UI theme, ``plonetheme.barceloneta:default``), then
+  ``ploneintranet.asynctasks:default``; in an existing site it installs
+  whichever of the theme and the add-on is missing.
 
 It can be run again: it changes only what is missing.
 """
@@ -23,8 +25,13 @@ import sys
 SITE_ID = "Plone"
 ADMIN = "admin"
 ADDON = "ploneintranet.asynctasks"
+#: Plone's Classic UI theme: without it the pages are unstyled.
+THEME = "plonetheme.barceloneta"
+#: As Plone's "Create a Classic Plone site" form (Products.CMFPlone's
+#: AddPloneSite.default_extension_profiles), then the add-on.
 EXTENSION_IDS = (
     "plone.app.contenttypes:default",
+    f"{THEME}:default",
     f"{ADDON}:default",
 )
 
@@ -52,7 +59,10 @@ def set_admin(app, password):
         users._doAddUser(ADMIN, password, ["Manager"], [])
         print(f"create_site: added the Zope root user {ADMIN!r}")
     else:
-        users._doChangeUser(ADMIN, password, ["Manager"], [])
+        # Zope's root PAS, through its plugins: PlonePAS's _doChangeUser
+        # wants a user management plugin that only Plone's acl_users has.
+        users.users.updateUserPassword(ADMIN, password)
+        users.roles.assignRoleToPrincipal("Manager", ADMIN)
         print(f"create_site: set the password of the Zope root user {ADMIN!r}")
 
 
@@ -74,10 +84,11 @@ def ensure_site(app):
         site = app[SITE_ID]
     setSite(site)
     installer = get_installer(site, app.REQUEST)
-    if not installer.is_product_installed(ADDON):
-        print(f"create_site: installing {ADDON} in {SITE_ID!r}")
-        if not installer.install_product(ADDON):
-            raise SystemExit(f"create_site: could not install {ADDON}")
+    for product in (THEME, ADDON):
+        if not installer.is_product_installed(product):
+            print(f"create_site: installing {product} in {SITE_ID!r}")
+            if not installer.install_product(product):
+                raise SystemExit(f"create_site: could not install {product}")
     setSite(None)
 
 

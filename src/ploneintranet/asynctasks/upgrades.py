@@ -32,3 +32,10 @@ def add_previews_switch(setup_tool):
     portal.get_tool("portal_registry").registerInterface(
         preview_settings.IPreviewSettings, prefix=preview_settings.RECORD_PREFIX
     )
+
+
+def add_control_panel(setup_tool):
+    """1003 -> 1004: add Site Setup > Async tasks (the configlet of
+    ``controlpanel.xml``). Only that import step runs: the registry records
+    keep their values."""
+    setup_tool.runImportStepFromProfile(PROFILE, "controlpanel", run_dependencies=False)

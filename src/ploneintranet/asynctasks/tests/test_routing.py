@@ -36,6 +36,7 @@ import re
 import requests
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -109,9 +110,10 @@ class ZEORoutingLayer(Layer):
         self["admin"] = (ADMIN, self.create_site(zopeconfig, env))
         write_instance = self.start_storage(zopeconfig, env)
         self.ports = {name: free_port() for name in self.instances}
+        self.env, self.inis, self.instance_processes = env, {}, {}
         for name in self.instances:
-            ini = write_instance(name, self.ports[name])
-            self.start(name, [str(BIN / "runwsgi"), str(ini)], env)
+            self.inis[name] = write_instance(name, self.ports[name])
+            self.start_instance(name)
         for name in self.instances:
             wait_until(
                 lambda name=name: self.answers(f"http://127.0.0.1:{self.ports[name]}/"),
@@ -119,6 +121,7 @@ class ZEORoutingLayer(Layer):
             )
         self["haproxy_url"] = self.start_haproxy(haproxy, env)
         self["access_log"] = self.access_log
+        self["topology"] = self
 
     def create_site(self, zopeconfig, env):
         """Create the site in the FileStorage, before ZEO serves it; return
@@ -173,6 +176,17 @@ class ZEORoutingLayer(Layer):
         wait_until(lambda: self.answers(url + "/"), 30, 0.1, "HAProxy to answer")
         return url
 
+    def start_instance(self, name):
+        """Start the Plone instance ``name`` (again)."""
+        command = [str(BIN / "runwsgi"), str(self.inis[name])]
+        self.instance_processes[name] = self.start(name, command, self.env)
+
+    def kill_instance(self, name):
+        """SIGKILL the Plone instance ``name``, as the kernel's OOM killer would."""
+        process = self.instance_processes.pop(name)
+        self.processes.remove(process)
+        stop_process(process, signal.SIGKILL)
+
     def run_checked(self, name, command, env):
         log = self.var / "log" / f"{name}.log"
         with open(log, "wb") as output:
@@ -226,7 +240,7 @@ class ZEORoutingLayer(Layer):
 
     def tearDown(self):
         self.stop_all()
-        for resource in ("haproxy_url", "admin", "access_log"):
+        for resource in ("haproxy_url", "admin", "access_log", "topology"):
             del self[resource]
 
 
@@ -282,7 +296,7 @@ class RelStorageRoutingLayer(ZEORoutingLayer):
 RELSTORAGE_ROUTING_FIXTURE = RelStorageRoutingLayer(name="ploneintranet.asynctasks:RelStorageRouting")
 
 
-class TestHAProxyRouting(unittest.TestCase):
+class RoutingTestCase(unittest.TestCase):
     layer = ZEO_ROUTING_FIXTURE
 
     def setUp(self):
@@ -297,6 +311,9 @@ class TestHAProxyRouting(unittest.TestCase):
     def wait_served(self, name, needle):
         return wait_until(lambda: self.served(name, needle), 10, 0.1,
                           f"{needle} in the access log of {name}")
+
+
+class TestHAProxyRouting(RoutingTestCase):
 
     def test_user_traffic_reaches_the_frontend(self):
         probe = uuid.uuid4().hex
@@ -326,6 +343,8 @@ class TestHAProxyRouting(unittest.TestCase):
         # url, HAProxy: the worker instance stores a checksum, and the
         # frontend reads it back through ZEO.
         status = f"{self.url}/Plone/@@async-status"
+        # other tests of this layer may have sent jobs before: count the new ones
+        before = {name: len(self.served(name, "async-checktask")) for name in ("plone-frontend", "plone-worker")}
         token = requests.get(status, params={"format": "json"}, auth=self.admin,
                              timeout=60).json()["authenticator"]
         response = requests.post(status, data={"format": "json", "_authenticator": token},
@@ -334,8 +353,9 @@ class TestHAProxyRouting(unittest.TestCase):
         self.assertTrue(report["round_trips"], report)
         self.assertTrue(report["ok"], report)
         self.assertEqual(response.headers["Server"], "plone-frontend")
-        self.wait_served("plone-worker", "async-checktask")
-        self.assertEqual(self.served("plone-frontend", "async-checktask"), [])
+        wait_until(lambda: len(self.served("plone-worker", "async-checktask")) == before["plone-worker"] + 1,
+                   10, 0.1, "the job in the access log of plone-worker")
+        self.assertEqual(len(self.served("plone-frontend", "async-checktask")), before["plone-frontend"])
         self.assertEqual(self.served("plone-worker", "async-status"), [])
 
     def test_a_task_listed_for_a_pool_reaches_that_pool(self):
@@ -357,6 +377,45 @@ class TestHAProxyRouting(unittest.TestCase):
         posts = self.wait_served("plone-frontend", "POST /Plone/%40%40reindex_object")
         self.assertEqual(len(posts), 1)
         self.assertEqual(self.served("plone-worker", "reindex_object"), [])
+
+
+class TestWorkerInstanceKilled(RoutingTestCase):
+    """SIGKILL the worker instance: jobs go to the frontend through HAProxy
+    (its backup server) until the worker instance is back."""
+
+    def job_server(self):
+        """The instance that answers a job-shaped request through HAProxy."""
+        response = requests.get(f"{self.url}/Plone/@@ok", headers={TASK_NAME_HEADER: celerytasks.post.name}, timeout=30)
+        return response.headers.get("Server") if response.status_code == 200 else None
+
+    def round_trips(self):
+        status = f"{self.url}/Plone/@@async-status"
+        token = requests.get(status, params={"format": "json"}, auth=self.admin,
+                             timeout=60).json()["authenticator"]
+        response = requests.post(status, data={"format": "json", "_authenticator": token},
+                                 auth=self.admin, timeout=90)
+        return response.json()
+
+    def test_jobs_go_to_the_frontend_while_the_worker_instance_is_dead(self):
+        topology = self.layer["topology"]
+        self.assertEqual(self.job_server(), "plone-worker")
+        topology.kill_instance("plone-worker")
+        try:
+            # HAProxy marks it down after three failed checks, 2 s apart
+            wait_until(lambda: self.job_server() == "plone-frontend", 30, 0.5,
+                       "HAProxy to send jobs to the frontend")
+            before = len(self.served("plone-frontend", "async-checktask"))
+            report = self.round_trips()
+            self.assertTrue(report["ok"], report)
+            self.assertEqual(len(self.served("plone-frontend", "async-checktask")), before + 1)
+        finally:
+            topology.start_instance("plone-worker")
+            wait_until(lambda: self.job_server() == "plone-worker", 120, 0.5,
+                       "jobs to reach the worker instance again")
+
+
+class TestWorkerInstanceKilledOnRelStorage(TestWorkerInstanceKilled):
+    layer = RELSTORAGE_ROUTING_FIXTURE
 
 
 class TestCeleryRoutes(unittest.TestCase):

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install redis-server postgresql rabbitmq-server haproxy chromium lint dist-check test run run-zeo stop clean docs bench bench-push buildout-check
+.PHONY: help install redis-server postgresql rabbitmq-server haproxy chromium libreoffice lint dist-check test run run-zeo stop clean docs bench bench-push bench-previews buildout-check
 
 help:
 	@echo "make test   install everything needed (venv, constraints, redis-server, rabbitmq-server, haproxy,"
@@ -19,6 +19,7 @@ help:
 	@echo "make bench  benchmark real processes (about 15 minutes): prints the table of targets,"
 	@echo "            writes var/bench.json (docs/benchmarks.rst); BENCH_ARGS=--smoke for a quick run"
 	@echo "make bench-push  one push server holding 1,000 sockets: publish-to-delivery latency (docs/push.rst)"
+	@echo "make bench-previews  seconds from upload to preview on screen: image, PDF, docx (docs/push.rst)"
 	@echo "make buildout-check  run buildout.cfg in build/buildout (10-11 minutes from scratch, about 1 with"
 	@echo "            the eggs kept there), start bin/instance, check it answers (README: Deploying with buildout)"
 
@@ -99,7 +100,19 @@ chromium:
 	  echo "chromium is missing: run 'sudo apt-get install chromium poppler-utils' (Debian/Ubuntu) and try again" >&2; exit 1; \
 	fi
 
-test: install redis-server rabbitmq-server postgresql haproxy chromium lint
+# LibreOffice for the previews of Office and OpenDocument files (previews/office.py,
+# tests/test_office_previews.py): Debian's packages without the desktop.
+libreoffice:
+	@if command -v soffice >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "soffice is missing: installing LibreOffice (Writer, Calc, Impress; no GUI) with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui >/dev/null; \
+	else \
+	  echo "soffice is missing: run 'sudo apt-get install --no-install-recommends libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui' (Debian/Ubuntu) and try again" >&2; exit 1; \
+	fi
+
+test: install redis-server rabbitmq-server postgresql haproxy chromium libreoffice lint
 	$(BIN)/pytest
 
 lint: install
@@ -151,6 +164,10 @@ buildout-check:
 # One push server holding 1,000 open sockets (docs/push.rst); var/bench-push.json.
 bench-push: install redis-server
 	$(BIN)/python -m asynctasks_benchmarks.push $(BENCH_PUSH_ARGS)
+
+# Seconds from upload to preview on screen (docs/push.rst); var/bench-previews.json.
+bench-previews: install redis-server chromium libreoffice
+	$(BIN)/python -m asynctasks_benchmarks.previews $(BENCH_PREVIEWS_ARGS)
 
 stop:
 	@if [ -x $(BIN)/python ]; then $(BIN)/python scripts/devserver.py stop; fi

@@ -19,6 +19,7 @@ from ploneintranet.asynctasks import celeryconfig
 from ploneintranet.asynctasks import celerytasks
 from ploneintranet.asynctasks import jobtoken
 from ploneintranet.asynctasks import ledger
+from ploneintranet.asynctasks import outbox
 from ploneintranet.asynctasks import tasks
 from ploneintranet.asynctasks.broker import is_amqp
 from ploneintranet.asynctasks.browser.views import CHECKSUM_KEY
@@ -28,9 +29,11 @@ from ploneintranet.asynctasks.core import capture_credentials
 from ploneintranet.asynctasks.wire import masked_url
 from Products.Five.browser import BrowserView
 from Products.Five.browser.pagetemplatefile import ViewPageTemplateFile
+import time
 import transaction
 import uuid
 from zope.annotation.interfaces import IAnnotations
+from zope.component.hooks import getSite
 
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
@@ -83,8 +86,8 @@ class AsyncStatusView(BrowserView):
         """Return the checks, in order; later ones are skipped when the
         broker or the workers are missing, the round trips unless
         ``round_trips``."""
-        checks = [self.check_credentials(), self.check_broker()]
-        if checks[-1]["status"] == FAIL:
+        checks = [self.check_credentials(), self.check_broker(), self.check_outbox()]
+        if checks[1]["status"] == FAIL:
             return checks + [
                 _check(name, FAIL, "skipped: the broker is unreachable")
                 for name in ("worker", "task round trip", "http round trip", "lost jobs")
@@ -163,6 +166,17 @@ class AsyncStatusView(BrowserView):
                 f"reachable at {where}, but ASYNC_ENABLED=false runs jobs eagerly",
             )
         return _check("broker", OK, f"reachable at {where}")
+
+    def check_outbox(self):
+        jobs, since = outbox.waiting(getSite())
+        if not jobs:
+            return _check("waiting jobs", OK, "none: the jobs of every save reached the broker")
+        return _check(
+            "waiting jobs", WARN,
+            f"{jobs} job(s) of saves made while the broker did not answer wait in this "
+            f"site's outbox, the oldest for {(time.time() - since) / 60:.0f} min; they are "
+            "sent with the first request after the broker answers again",
+        )
 
     def check_worker(self):
         app = celerytasks.app

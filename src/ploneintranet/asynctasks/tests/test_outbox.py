@@ -44,6 +44,11 @@ class TestUploadWhileRedisIsDown(PipelineTestCase):
                 self.assertEqual(image.Title(), "Uploaded while down")
                 self.assertEqual(previews.state(image), previews.PENDING)
                 self.assertEqual(outbox.waiting(self.fresh(self.portal))[0], 1)
+                status = self.get(f"{self.portal_url}/@@async-status?format=json", auth=self.owner)
+                self.assertEqual(status.status_code, 503)
+                waiting = {c["name"]: c for c in status.json()["checks"]}["waiting jobs"]
+                self.assertEqual(waiting["status"], "WARN")
+                self.assertRegex(waiting["message"], r"^1 job\(s\) of saves made while the broker")
             finally:
                 REDIS_SERVER_FIXTURE.start_server()
             # the first request after Redis is back sends the waiting job

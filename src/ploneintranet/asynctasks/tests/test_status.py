@@ -13,7 +13,7 @@ import transaction
 from zope.annotation.interfaces import IAnnotations
 
 
-CHECKS = ["credentials", "broker", "worker", "task round trip", "http round trip", "lost jobs"]
+CHECKS = ["credentials", "broker", "waiting jobs", "worker", "task round trip", "http round trip", "lost jobs"]
 
 
 class TestAsyncStatus(PipelineTestCase):
@@ -55,7 +55,7 @@ class TestAsyncStatus(PipelineTestCase):
         self.assertIs(report["round_trips"], False)
         self.assertEqual(
             [c["status"] for c in report["checks"]],
-            ["OK", "OK", "OK", "NOT RUN", "NOT RUN", "OK"], report,
+            ["OK", "OK", "OK", "OK", "NOT RUN", "NOT RUN", "OK"], report,
         )
         self.assertIsNone(IAnnotations(self.fresh(self.portal)).get(CHECKSUM_KEY))
 
@@ -93,7 +93,7 @@ class TestAsyncStatus(PipelineTestCase):
         self.assertEqual(broker["status"], "FAIL")
         self.assertIn(closed, broker["message"])
         self.assertIn("BROKER_URL", broker["message"])
-        self.assertEqual([c["status"] for c in report["checks"][2:]], ["FAIL"] * 4)
+        self.assertEqual([c["status"] for c in report["checks"][3:]], ["FAIL"] * 4)
 
     def test_needs_manage_portal(self):
         member = self.add_user("member")

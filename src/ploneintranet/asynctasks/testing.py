@@ -513,7 +513,8 @@ class RedisSentinels:
             master = self.ask(port, "SENTINEL", "MASTER", self.master_name)
             if not master:
                 return False
-            fields = dict(zip(master[::2], master[1::2], strict=False))
+            # redis-py answers a dict; a bare reply is [name, value, ...]
+            fields = master if isinstance(master, dict) else dict(zip(master[::2], master[1::2], strict=False))
             if int(fields.get("num-slaves", 0)) < 1 or int(fields.get("num-other-sentinels", 0)) < 2:
                 return False
         return True

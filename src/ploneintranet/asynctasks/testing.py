@@ -127,8 +127,11 @@ class CountingJobServer:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
-                key = parse_qs(body).get("key", ["?"])[0]
+                length = int(self.headers.get("Content-Length", 0))
+                body = self.rfile.read(length)
+                if len(body) < length:
+                    return  # its sender died in the middle: no job arrived
+                key = parse_qs(body.decode()).get("key", ["?"])[0]
                 with lock:
                     server.posts[key] = server.posts.get(key, 0) + 1
                 time.sleep(server.seconds)

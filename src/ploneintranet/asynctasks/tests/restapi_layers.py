@@ -6,7 +6,7 @@ from plone.app.testing import FunctionalTesting
 from plone.app.testing import PloneSandboxLayer
 from plone.app.testing import applyProfile
 import plone.restapi
-from plone.testing.zope import WSGI_SERVER_FIXTURE
+from plone.testing.zope import WSGIServer
 from ploneintranet.asynctasks.testing import ASYNC_FIXTURE
 from ploneintranet.asynctasks.testing import CELERY_WORKER_FIXTURE
 import ploneintranet.asynctasks.tests
@@ -27,8 +27,15 @@ class RestApiLayer(PloneSandboxLayer):
 
 RESTAPI_FIXTURE = RestApiLayer()
 
+#: A WSGI server started once plone.restapi is set up. The shared
+#: WSGI_SERVER_FIXTURE stays up between layers: after the push tests it
+#: answered 404 to plone.restapi's services for its first requests.
+RESTAPI_WSGI_SERVER = WSGIServer(
+    bases=(RESTAPI_FIXTURE,), name="ploneintranet.asynctasks:RestApiWSGIServer"
+)
+
 #: plone.restapi's site behind a WSGI server, with Redis and a Celery worker.
 RESTAPI_TESTING = FunctionalTesting(
-    bases=(CELERY_WORKER_FIXTURE, RESTAPI_FIXTURE, WSGI_SERVER_FIXTURE),
+    bases=(CELERY_WORKER_FIXTURE, RESTAPI_WSGI_SERVER),
     name="ploneintranet.asynctasks:RestApi",
 )

@@ -17,7 +17,7 @@ from plone.app.testing import SITE_OWNER_NAME
 from plone.app.testing import FunctionalTesting
 from plone.app.testing import PloneSandboxLayer
 from plone.testing import zope
-from plone.testing.zope import WSGI_SERVER_FIXTURE
+from plone.testing.zope import WSGIServer
 import ploneintranet.asynctasks
 from ploneintranet.asynctasks.testing import CELERY_WORKER_FIXTURE
 from ploneintranet.asynctasks.tests.test_push_browser import CHROMIUM
@@ -68,8 +68,13 @@ class MakeRunSiteLayer(PloneSandboxLayer):
 
 MAKE_RUN_SITE_FIXTURE = MakeRunSiteLayer()
 
+#: A WSGI server of its own, started after the site (see restapi_layers).
+MAKE_RUN_SITE_WSGI_SERVER = WSGIServer(
+    bases=(MAKE_RUN_SITE_FIXTURE,), name="ploneintranet.asynctasks:MakeRunSiteWSGIServer"
+)
+
 MAKE_RUN_SITE_TESTING = FunctionalTesting(
-    bases=(CELERY_WORKER_FIXTURE, MAKE_RUN_SITE_FIXTURE, WSGI_SERVER_FIXTURE),
+    bases=(CELERY_WORKER_FIXTURE, MAKE_RUN_SITE_WSGI_SERVER),
     name="ploneintranet.asynctasks:MakeRunSite",
 )
 

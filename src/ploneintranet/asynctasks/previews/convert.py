@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 
 
 MIB = 1024 * 1024
@@ -139,12 +140,31 @@ def required(command):
 
 
 def kill_group(process):
-    """Kill what is left of the process group that ``process`` leads; reap it."""
+    """Kill what is left of the process group that ``process`` leads; reap it,
+    and wait (up to 5 s) until none of the group runs any more: SIGKILL is
+    delivered at once, but a killed process takes a moment to exit."""
     try:
         os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass  # it exited and left nothing behind
     process.wait()
+    deadline = time.monotonic() + 5
+    while group_runs(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def group_runs(pgid):
+    """True while a process of the process group ``pgid`` has not ended
+    (Linux /proc; an ended, unreaped process does not count)."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                state, _, group = stat.read().rpartition(")")[2].split()[:3]
+        except (OSError, ValueError):
+            continue
+        if int(group) == pgid and state not in ("Z", "X"):
+            return True
+    return False
 
 
 def last_line(output):

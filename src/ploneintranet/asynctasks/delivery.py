@@ -182,6 +182,11 @@ class RedisDelivery(Delivery):
         """Ping the broker's Redis."""
         redis_client(self.app).ping()
 
+    def __init__(self, app):
+        super().__init__(app)
+        # settings are fixed for a delivery: read them once, not per transaction
+        self.writes = rediswriter.settings_allow(app)
+
     def send(self, jobs):
         """Send the jobs of a committed transaction (see :meth:`Delivery.send`).
 
@@ -206,7 +211,7 @@ class RedisDelivery(Delivery):
     def publish(self, jobs):
         """Send ``jobs`` in one round trip where :func:`.rediswriter.can_write`;
         return their ``AsyncResult``. Raises what Redis raises."""
-        if not rediswriter.can_write(self.app, jobs):
+        if not (self.writes and rediswriter.jobs_allow(jobs)):
             return self.by_celery(jobs)
         routes = {}
         pipe = self.bookkeeping(jobs, routes)

@@ -13,7 +13,7 @@ help:
 	@echo "make run-zeo  start the production-like server under supervisor: ZEO, a frontend and a"
 	@echo "              worker Plone instance, HAProxy routing jobs, a Celery worker per queue, Flower"
 	@echo "make stop   stop what 'make run' or 'make run-zeo' started"
-	@echo "make lint   ruff and check-manifest (part of make test)"
+	@echo "make lint   ruff check, ruff format --check and check-manifest (part of make test)"
 	@echo "make dist-check  build sdist and wheel, install the wheel into a new venv and import it"
 	@echo "make docs   build the Sphinx documentation into docs/_build/html (warnings are errors)"
 	@echo "make bench  benchmark real processes (about 15 minutes): prints the table of targets,"
@@ -117,6 +117,7 @@ test: install redis-server rabbitmq-server postgresql haproxy chromium libreoffi
 
 lint: install
 	$(BIN)/ruff check src scripts benchmarks
+	$(BIN)/ruff format --check src scripts benchmarks
 	$(BIN)/check-manifest --no-build-isolation --quiet
 
 # Build the sdist and the wheel, list the wheel (no benchmarks in it), install

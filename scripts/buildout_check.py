@@ -55,11 +55,9 @@ def say(message):
 
 def run(command, shown=None, **kwargs):
     say("$ " + " ".join(str(part) for part in (shown or command)))
-    result = subprocess.run([str(part) for part in command], cwd=ROOT,
-                            stdin=subprocess.DEVNULL, **kwargs)
+    result = subprocess.run([str(part) for part in command], cwd=ROOT, stdin=subprocess.DEVNULL, **kwargs)
     if result.returncode != 0:
-        raise CheckError(f"{Path(str(command[0])).name} failed "
-                         f"(exit status {result.returncode})")
+        raise CheckError(f"{Path(str(command[0])).name} failed (exit status {result.returncode})")
     return result
 
 
@@ -99,19 +97,38 @@ def admin_password():
 def buildout(port, build=BUILD, var=VAR, parts=None):
     if not (VENV / "bin" / "buildout").exists():
         run([sys.executable, "-m", "venv", VENV])
-        run([VENV / "bin" / "pip", "install", "--quiet", "-c", "constraints.txt",
-             "pip", "setuptools", "wheel", "zc.buildout"])
+        run(
+            [
+                VENV / "bin" / "pip",
+                "install",
+                "--quiet",
+                "-c",
+                "constraints.txt",
+                "pip",
+                "setuptools",
+                "wheel",
+                "zc.buildout",
+            ]
+        )
     # The check's data is thrown away at every run; the eggs are kept.
     shutil.rmtree(var, ignore_errors=True)
-    run([VENV / "bin" / "buildout", "-N", "-U", "-c", "buildout.cfg",
-         f"buildout:bin-directory={build / 'bin'}",
-         f"buildout:parts-directory={build / 'parts'}",
-         f"buildout:eggs-directory={build / 'eggs'}",
-         f"buildout:develop-eggs-directory={build / 'develop-eggs'}",
-         f"buildout:installed={build / '.installed.cfg'}",
-         f"settings:var={var}",
-         f"settings:http-port={port}",
-         *([f"buildout:parts={' '.join(parts)}"] if parts else [])])
+    run(
+        [
+            VENV / "bin" / "buildout",
+            "-N",
+            "-U",
+            "-c",
+            "buildout.cfg",
+            f"buildout:bin-directory={build / 'bin'}",
+            f"buildout:parts-directory={build / 'parts'}",
+            f"buildout:eggs-directory={build / 'eggs'}",
+            f"buildout:develop-eggs-directory={build / 'develop-eggs'}",
+            f"buildout:installed={build / '.installed.cfg'}",
+            f"settings:var={var}",
+            f"settings:http-port={port}",
+            *([f"buildout:parts={' '.join(parts)}"] if parts else []),
+        ]
+    )
 
 
 def stop(process):
@@ -128,36 +145,43 @@ def stop(process):
 
 def check_instance(port, password):
     bin_ = BUILD / "bin"
-    run([bin_ / "instance", "adduser", "admin", password],
+    run(
+        [bin_ / "instance", "adduser", "admin", password],
         shown=[bin_ / "instance", "adduser", "admin", "<password>"],
-        stdout=subprocess.DEVNULL)
+        stdout=subprocess.DEVNULL,
+    )
     log = VAR / "log" / "instance-console.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     base = f"http://127.0.0.1:{port}"
     say(f"$ bin/instance console  (on {base}, output in {log.relative_to(ROOT)})")
     started = time.monotonic()
     with open(log, "wb") as out:
-        process = subprocess.Popen([bin_ / "instance", "console"], cwd=ROOT,
-                                   stdin=subprocess.DEVNULL, stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [bin_ / "instance", "console"],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         while True:
             if process.poll() is not None:
-                raise CheckError(f"bin/instance exited with status "
-                                 f"{process.returncode}: see {log}")
+                raise CheckError(f"bin/instance exited with status {process.returncode}: see {log}")
             try:
                 root = http_status(base + "/")
                 break
             except OSError:
                 if time.monotonic() - started > START_TIMEOUT:
-                    raise CheckError(f"bin/instance did not answer in "
-                                     f"{START_TIMEOUT} s: see {log}") from None
+                    raise CheckError(f"bin/instance did not answer in {START_TIMEOUT} s: see {log}") from None
                 time.sleep(0.5)
         up = time.monotonic() - started
         manage = http_status(base + "/manage_main", ("admin", password))
         anonymous = http_status(base + "/manage_main")
-        say(f"bin/instance answered after {up:.0f} s: GET / {root}, "
-            f"/manage_main as admin {manage}, anonymous {anonymous}")
+        say(
+            f"bin/instance answered after {up:.0f} s: GET / {root}, "
+            f"/manage_main as admin {manage}, anonymous {anonymous}"
+        )
         if (root, manage, anonymous) != (200, 200, 401):
             raise CheckError("expected 200, 200 and 401")
     finally:
@@ -172,14 +196,15 @@ def smoke():
     try:
         run([sys.executable, ROOT / "scripts" / "versions_cfg.py", "--check"])
         buildout(free_port(), build, build / "var", ["supervisor-conf", "supervisor"])
-        result = run([build / "bin" / "supervisord", "--version"],
-                     capture_output=True, text=True)
+        result = run([build / "bin" / "supervisord", "--version"], capture_output=True, text=True)
     except CheckError as e:
         say(f"FAILED (smoke): {e}")
         return 1
-    say(f"smoke OK in {time.monotonic() - started:.0f} s: buildout.cfg parses and "
+    say(
+        f"smoke OK in {time.monotonic() - started:.0f} s: buildout.cfg parses and "
         f"its supervisor parts build, bin/supervisord {result.stdout.strip()}; "
-        "bin/instance was not built (make buildout-check does)")
+        "bin/instance was not built (make buildout-check does)"
+    )
     return 0
 
 
@@ -197,16 +222,17 @@ def main():
         up = check_instance(port, admin_password())
         versions = {}
         for script in ("celery", "supervisord"):
-            result = run([BUILD / "bin" / script, "--version"],
-                         capture_output=True, text=True)
+            result = run([BUILD / "bin" / script, "--version"], capture_output=True, text=True)
             versions[script] = result.stdout.strip().splitlines()[0]
     except CheckError as e:
         say(f"FAILED: {e}")
         return 1
     total = time.monotonic() - started
-    say(f"OK in {total:.0f} s (buildout {built:.0f} s, instance up in {up:.0f} s): "
+    say(
+        f"OK in {total:.0f} s (buildout {built:.0f} s, instance up in {up:.0f} s): "
         f"bin/instance answers, bin/celery {versions['celery']}, "
-        f"bin/supervisord {versions['supervisord']}")
+        f"bin/supervisord {versions['supervisord']}"
+    )
     return 0
 
 

@@ -96,10 +96,7 @@ def admin_password():
             say(f"{relative(PASSWORD_FILE)} had mode {mode:o}: set it to 600")
         password = PASSWORD_FILE.read_text(encoding="utf-8").strip()
         if not password:
-            raise DevServerError(
-                f"{relative(PASSWORD_FILE)} is empty: remove it, and "
-                "`make run` makes a new password"
-            )
+            raise DevServerError(f"{relative(PASSWORD_FILE)} is empty: remove it, and `make run` makes a new password")
         return password, False
     password = secrets.token_urlsafe(18)
     fd = os.open(PASSWORD_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -126,9 +123,14 @@ def ensure_site(env, port, dsn=None):
     say(f"creating the Plone site {SITE_ID!r} in {where} (first run, takes a minute) ...")
     SITE_MARKER.unlink(missing_ok=True)
     result = subprocess.run(
-        [str(BIN / "python"), str(ROOT / "scripts" / "create_site.py"),
-         str(VAR / "etc" / "zope.conf"), str(PASSWORD_FILE)],
-        cwd=ROOT, env=env,
+        [
+            str(BIN / "python"),
+            str(ROOT / "scripts" / "create_site.py"),
+            str(VAR / "etc" / "zope.conf"),
+            str(PASSWORD_FILE),
+        ],
+        cwd=ROOT,
+        env=env,
     )
     if result.returncode != 0:
         raise DevServerError(
@@ -136,8 +138,7 @@ def ensure_site(env, port, dsn=None):
             "cause and try again; to start from scratch, remove var/"
         )
     SITE_MARKER.write_text(
-        (f"{dsn}\n" if dsn else "")
-        + f"{SITE_ID} created by scripts/create_site.py; remove this file and "
+        (f"{dsn}\n" if dsn else "") + f"{SITE_ID} created by scripts/create_site.py; remove this file and "
         "the next start checks the site and the admin user again.\n"
     )
     return password
@@ -210,10 +211,16 @@ def run(args):
     preflight.require_free_ports("run", {"Plone": port})  # taken meanwhile?
 
     private = broker_env["DEVSERVER_REDIS_AUTOSTART"] == "true"
-    say(f"starting {'a private Redis, ' if private else ''}Plone and the "
-        f"Celery worker with supervisor.cfg; broker {broker}")
+    say(
+        f"starting {'a private Redis, ' if private else ''}Plone and the "
+        f"Celery worker with supervisor.cfg; broker {broker}"
+    )
     base = f"http://localhost:{port}"
-    return serve("run", env, [port], f"""
+    return serve(
+        "run",
+        env,
+        [port],
+        f"""
 Plone is up (Ctrl-C here or `make stop` in another terminal stops everything):
     site           {base}/{SITE_ID}
     login          {ADMIN} / {password}   (kept in {relative(PASSWORD_FILE)})
@@ -222,7 +229,8 @@ Plone is up (Ctrl-C here or `make stop` in another terminal stops everything):
     Zope root      {base}/manage
     broker         {broker}
     logs           {relative(LOG)}/plone.log, worker.log, access.log, supervisord.log
-""")
+""",
+    )
 
 
 def run_zeo(args):
@@ -245,7 +253,9 @@ def run_zeo(args):
     # RELSTORAGE_DSN: the instances share a RelStorage in PostgreSQL, no ZEO.
     dsn = os.environ.get("RELSTORAGE_DSN", "").strip()
     env = supervisor_environment(
-        "zeo", broker_env, port,
+        "zeo",
+        broker_env,
+        port,
         DEVSERVER_ZEO_SERVER="false" if dsn else "true",
         DEVSERVER_HAPROXY=haproxy,
         DEVSERVER_FLOWER="true" if flower else "false",
@@ -268,37 +278,41 @@ def run_zeo(args):
         database = zeo_address
     preflight.require_free_ports("run-zeo", ports)  # taken meanwhile?
 
-    say(f"starting {'' if dsn else 'ZEO, '}two Plone instances, HAProxy and Celery workers for the "
-        f"queues {', '.join(ZEO_QUEUES)} with supervisor.cfg; broker {broker}")
+    say(
+        f"starting {'' if dsn else 'ZEO, '}two Plone instances, HAProxy and Celery workers for the "
+        f"queues {', '.join(ZEO_QUEUES)} with supervisor.cfg; broker {broker}"
+    )
     base = f"http://localhost:{port}"
-    dashboard = (f"http://localhost:{ports['Flower']}" if flower
-                 else "not installed: pip install flower")
-    return serve("run-zeo", env, [port, ports["plone-frontend"], ports["plone-worker"]], f"""
+    dashboard = f"http://localhost:{ports['Flower']}" if flower else "not installed: pip install flower"
+    return serve(
+        "run-zeo",
+        env,
+        [port, ports["plone-frontend"], ports["plone-worker"]],
+        f"""
 The production-like server is up (Ctrl-C here or `make stop` stops everything):
     site           {base}/{SITE_ID}   (HAProxy: users to plone-frontend, jobs to plone-worker)
     login          {ADMIN} / {password}   (kept in {relative(PASSWORD_FILE)})
     async status   {base}/{SITE_ID}/@@async-status
-    plone-frontend http://localhost:{ports['plone-frontend']}/{SITE_ID}
-    plone-worker   http://localhost:{ports['plone-worker']}/{SITE_ID}
-    push server    ws://localhost:{ports['push']}/push
+    plone-frontend http://localhost:{ports["plone-frontend"]}/{SITE_ID}
+    plone-worker   http://localhost:{ports["plone-worker"]}/{SITE_ID}
+    push server    ws://localhost:{ports["push"]}/push
     database       {database}
     Flower         {dashboard}
     broker         {broker}
     logs           {relative(LOG)}/ (one per program; plone-*-access.log per instance)
-""")
+""",
+    )
 
 
 def stop(args):
     stopped = supervise.stop()
-    say("stopped" if stopped else
-        "nothing to stop: neither `make run` nor `make run-zeo` is running here")
+    say("stopped" if stopped else "nothing to stop: neither `make run` nor `make run-zeo` is running here")
     return 0
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        description="Start (run, run-zeo) or stop the development servers "
-        "of ploneintranet.asynctasks."
+        description="Start (run, run-zeo) or stop the development servers of ploneintranet.asynctasks."
     )
     parser.add_argument("command", choices=["run", "run-zeo", "stop"])
     args = parser.parse_args(argv)

@@ -93,8 +93,7 @@ def main():
             f"missing: {len(keys - arrived)}; "
             f"arrived twice or more: {sum(1 for key in arrived if counter.posts[key] > 1)}; "
             f"sent again by the ledger: {logs.count('vanished from the queues')}; "
-            f"{time.monotonic() - started:.0f} s"
-            + (f"; POSTs of no job of this run: {others[:5]}" if others else "")
+            f"{time.monotonic() - started:.0f} s" + (f"; POSTs of no job of this run: {others[:5]}" if others else "")
         )
         return 1 if keys - arrived else 0
     finally:

@@ -29,8 +29,7 @@ def http_port(command, span=0):
         port = 0
     if not 1 <= port <= 65535 - span:
         raise DevServerError(
-            f"PORT={value!r} is not a TCP port: use a number such as 8080, "
-            f"e.g. `make {command} PORT=8090`"
+            f"PORT={value!r} is not a TCP port: use a number such as 8080, e.g. `make {command} PORT=8090`"
         )
     return port
 
@@ -94,13 +93,11 @@ def redis_answers(url):
         return f"no answer ({e})"
     except redis.exceptions.RedisError as e:
         raise DevServerError(
-            f"the Redis at {url} answers but refuses us: {e}. Fix BROKER_URL "
-            "(password, database number) and try again"
+            f"the Redis at {url} answers but refuses us: {e}. Fix BROKER_URL (password, database number) and try again"
         ) from None
     except ValueError as e:
         raise DevServerError(
-            f"BROKER_URL={url!r} is not a Redis url ({e}): use one such as "
-            f"{DEFAULT_BROKER_URL}"
+            f"BROKER_URL={url!r} is not a Redis url ({e}): use one such as {DEFAULT_BROKER_URL}"
         ) from None
     return None
 

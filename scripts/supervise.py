@@ -176,8 +176,7 @@ def refuse_if_running(command):
     if leftovers:
         names = ", ".join(f"{name} (pid {p})" for name, p in leftovers.items())
         raise DevServerError(
-            f"programs of an earlier `make {command}` are still running: "
-            f"{names}. Run `make stop` first"
+            f"programs of an earlier `make {command}` are still running: {names}. Run `make stop` first"
         )
 
 
@@ -190,9 +189,7 @@ def start_supervisord(env):
     """
     SOCKET.unlink(missing_ok=True)  # left by a supervisord that was killed
     bin_dir = Path(env["DEVSERVER_BIN"])
-    process = subprocess.Popen(
-        [str(bin_dir / "supervisord"), "-n", "-c", str(CONFIG)], cwd=ROOT, env=env
-    )
+    process = subprocess.Popen([str(bin_dir / "supervisord"), "-n", "-c", str(CONFIG)], cwd=ROOT, env=env)
 
     def forward(signum, frame):
         try:
@@ -223,8 +220,7 @@ def wait_until_up(process, ports):
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            return (f"supervisord exited (status {process.returncode}):\n"
-                    + tail(LOG / "supervisord.log"))
+            return f"supervisord exited (status {process.returncode}):\n" + tail(LOG / "supervisord.log")
         try:
             infos = supervisor().supervisor.getAllProcessInfo()
         except (OSError, xmlrpc.client.Error):
@@ -232,18 +228,22 @@ def wait_until_up(process, ports):
             continue
         for info in infos:
             if info["statename"] in ("FATAL", "EXITED"):
-                log = (info["stderr_logfile"] or info["stdout_logfile"]
-                       or LOG / "supervisord.log")
-                return (f"{info['name']} {info['statename']}: "
-                        f"{info['spawnerr'] or info['description']}; "
-                        f"the end of {relative(log)}:\n" + tail(log))
+                log = info["stderr_logfile"] or info["stdout_logfile"] or LOG / "supervisord.log"
+                return (
+                    f"{info['name']} {info['statename']}: "
+                    f"{info['spawnerr'] or info['description']}; "
+                    f"the end of {relative(log)}:\n" + tail(log)
+                )
         # Programs of the other topology stay STOPPED (autostart false).
-        if all(info["statename"] in ("RUNNING", "STOPPED") for info in infos) \
-                and all(http_answers(port) for port in ports):
+        if all(info["statename"] in ("RUNNING", "STOPPED") for info in infos) and all(
+            http_answers(port) for port in ports
+        ):
             return None
         time.sleep(1)
-    return (f"Plone did not answer on port(s) {', '.join(map(str, ports))} in "
-            f"{STARTUP_TIMEOUT} s; see the logs in {relative(LOG)}/")
+    return (
+        f"Plone did not answer on port(s) {', '.join(map(str, ports))} in "
+        f"{STARTUP_TIMEOUT} s; see the logs in {relative(LOG)}/"
+    )
 
 
 def shut_down(process):
@@ -285,13 +285,10 @@ def stop():
     else:
         pid = read_pid(SUPERVISORD_PID)
         if pid and pid_alive(pid, "supervisord"):
-            say(f"supervisord (pid {pid}) does not answer on its socket: "
-                "sending it SIGTERM")
+            say(f"supervisord (pid {pid}) does not answer on its socket: sending it SIGTERM")
             os.kill(pid, signal.SIGTERM)
             if not wait_gone(pid, "supervisord", 120):
-                raise DevServerError(
-                    f"supervisord (pid {pid}) did not stop in 120 s: `kill {pid}`"
-                )
+                raise DevServerError(f"supervisord (pid {pid}) did not stop in 120 s: `kill {pid}`")
             stopped_something = True
     if kill_leftovers():
         stopped_something = True

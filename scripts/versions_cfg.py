@@ -43,8 +43,7 @@ def read_pins(path=CONSTRAINTS):
         name, version = match.group(1), match.group(2)
         key = re.sub(r"[-_.]+", "-", name).lower()
         if key in seen:
-            sys.exit(f"{path.name}:{number}: {name} is pinned twice "
-                     f"(also line {seen[key]})")
+            sys.exit(f"{path.name}:{number}: {name} is pinned twice (also line {seen[key]})")
         seen[key] = number
         pins.append((name, version))
     return pins
@@ -57,16 +56,17 @@ def render(pins):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true",
-                        help="do not write; exit 1 if versions.cfg differs")
+    parser.add_argument("--check", action="store_true", help="do not write; exit 1 if versions.cfg differs")
     args = parser.parse_args(argv)
     text = render(read_pins())
     current = VERSIONS_CFG.read_text(encoding="utf-8") if VERSIONS_CFG.exists() else ""
     if args.check:
         if current != text:
-            print("versions.cfg does not match constraints.txt: run "
-                  "'python3 scripts/versions_cfg.py' and commit versions.cfg",
-                  file=sys.stderr)
+            print(
+                "versions.cfg does not match constraints.txt: run "
+                "'python3 scripts/versions_cfg.py' and commit versions.cfg",
+                file=sys.stderr,
+            )
             return 1
         print(f"versions.cfg matches constraints.txt ({text.count(chr(10)) - 3} pins)")
         return 0

@@ -194,8 +194,7 @@ def make_directories(var):
     return var
 
 
-def _write_instance(var, name, port, storage, *, conf="", pid="", access_log="",
-                    cache=None, imports=""):
+def _write_instance(var, name, port, storage, *, conf="", pid="", access_log="", cache=None, imports=""):
     """Write ``etc/<conf>.conf`` and ``.ini`` (``conf`` defaults to ``name``)."""
     var = make_directories(var)
     etc, log = var / "etc", var / "log"
@@ -235,8 +234,13 @@ def write_single_instance(var, port):
     scripts/create_site.py, which both topologies run with ``zope.conf``.
     """
     return _write_instance(
-        var, "plone", port, FILESTORAGE,
-        conf="zope", access_log="access.log", cache=Path(var) / "cache",
+        var,
+        "plone",
+        port,
+        FILESTORAGE,
+        conf="zope",
+        access_log="access.log",
+        cache=Path(var) / "cache",
     )
 
 

@@ -19,23 +19,24 @@ class PloneClient:
         self.session.trust_env = False
         response = self.session.post(
             f"{portal_url}/login",
-            data={"__ac_name": site.USER, "__ac_password": password,
-                  "buttons.login": "Log in", "came_from": portal_url},
-            allow_redirects=False, timeout=60,
+            data={
+                "__ac_name": site.USER,
+                "__ac_password": password,
+                "buttons.login": "Log in",
+                "came_from": portal_url,
+            },
+            allow_redirects=False,
+            timeout=60,
         )
         if "__ac" not in self.session.cookies:
-            raise BenchError(
-                f"logging in as {site.USER} failed: {response.status_code} "
-                f"{response.text[:300]!r}"
-            )
+            raise BenchError(f"logging in as {site.USER} failed: {response.status_code} {response.text[:300]!r}")
         self.token = self.get("@@bench-token").text
 
     def url(self, path):
         return f"{self.portal_url}/{path}"
 
     def get(self, path, **params):
-        response = self.session.get(self.url(path), params=params, timeout=120,
-                                    allow_redirects=False)
+        response = self.session.get(self.url(path), params=params, timeout=120, allow_redirects=False)
         if response.status_code != 200:
             raise BenchError(f"GET {path}: {response.status_code} {response.text[:300]!r}")
         return response
@@ -43,8 +44,10 @@ class PloneClient:
     def post(self, path, **form):
         """POST ``form`` with the CSRF token to a view under the portal."""
         response = self.session.post(
-            self.url(path), data=dict(form, _authenticator=self.token),
-            timeout=120, allow_redirects=False,
+            self.url(path),
+            data=dict(form, _authenticator=self.token),
+            timeout=120,
+            allow_redirects=False,
         )
         if response.status_code != 200:
             raise BenchError(f"POST {path}: {response.status_code} {response.text[:300]!r}")

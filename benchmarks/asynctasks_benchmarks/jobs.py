@@ -24,7 +24,11 @@ def naive_post(url, data=None, headers=None, cookies=None):
     """The naive way: a new connection per job (``requests.post``) and the
     result stored in the backend."""
     response = requests.post(
-        url, data=data, headers=headers, cookies=cookies, timeout=30,
+        url,
+        data=data,
+        headers=headers,
+        cookies=cookies,
+        timeout=30,
         allow_redirects=False,
     )
     response.raise_for_status()

@@ -46,9 +46,19 @@ class Sizes:
 
 FULL = Sizes()
 #: Tiny numbers that prove the benchmark runs (tests/test_bench.py).
-SMOKE = Sizes(rounds=1, enqueue_requests=4, page_renders=2, pipeline_jobs=20,
-              latency_jobs=4, latency_interval=0.02, saves=1, scale_jobs=60,
-              scale_window=20, scale_rounds=1, enqueue_batch=30)
+SMOKE = Sizes(
+    rounds=1,
+    enqueue_requests=4,
+    page_renders=2,
+    pipeline_jobs=20,
+    latency_jobs=4,
+    latency_interval=0.02,
+    saves=1,
+    scale_jobs=60,
+    scale_window=20,
+    scale_rounds=1,
+    enqueue_batch=30,
+)
 
 
 def percentile(values, fraction):
@@ -120,18 +130,20 @@ def enqueue_cost(stack, client, sizes):
                 client.get(PAGE)
                 pages.append(time.perf_counter() - started)
         discard_parked(stack)
-        rounds.append({
-            "one_median": statistics.median(one),
-            "one_p99": percentile(one, 0.99),
-            "ten_median": statistics.median(ten) / 10,
-            "ten_p99": percentile(ten, 0.99) / 10,
-            "ten_over_one": statistics.median(ten) / statistics.median(one),
-            "one_celery_median": statistics.median(one_celery),
-            "ten_celery_median": statistics.median(ten_celery) / 10,
-            "one_celery_over_writer": statistics.median(one_celery) / statistics.median(one),
-            "ten_celery_over_writer": statistics.median(ten_celery) / statistics.median(ten),
-            "page_median": statistics.median(pages),
-        })
+        rounds.append(
+            {
+                "one_median": statistics.median(one),
+                "one_p99": percentile(one, 0.99),
+                "ten_median": statistics.median(ten) / 10,
+                "ten_p99": percentile(ten, 0.99) / 10,
+                "ten_over_one": statistics.median(ten) / statistics.median(one),
+                "one_celery_median": statistics.median(one_celery),
+                "ten_celery_median": statistics.median(ten_celery) / 10,
+                "one_celery_over_writer": statistics.median(one_celery) / statistics.median(one),
+                "ten_celery_over_writer": statistics.median(ten_celery) / statistics.median(ten),
+                "page_median": statistics.median(pages),
+            }
+        )
     return rounds
 
 
@@ -141,8 +153,7 @@ def enqueue_cost(stack, client, sizes):
 def enqueue_jobs(client, kind, run, jobs, batch, **form):
     """Enqueue ``jobs`` jobs of ``kind`` through Plone, ``batch`` per request."""
     for start in range(0, jobs, batch):
-        client.post(f"{PAGE}/@@bench-enqueue", kind=kind, run=run,
-                    jobs=min(batch, jobs - start), **form)
+        client.post(f"{PAGE}/@@bench-enqueue", kind=kind, run=run, jobs=min(batch, jobs - start), **form)
 
 
 def drain_rate(stack, client, worker, kind, jobs, batch, on_poll=None, **form):
@@ -188,12 +199,11 @@ def throughput(stack, client, sizes):
     per job of each process."""
     contenders = {
         "direct": lambda: direct_rate(client, sizes.pipeline_jobs),
-        "pipeline": lambda: drain_rate(stack, client, "tuned", "post",
-                                       sizes.pipeline_jobs, sizes.enqueue_batch)[0],
-        "default_worker": lambda: drain_rate(stack, client, "default", "default",
-                                             sizes.pipeline_jobs, sizes.enqueue_batch)[0],
-        "naive": lambda: drain_rate(stack, client, "naive", "naive",
-                                    sizes.pipeline_jobs, sizes.enqueue_batch)[0],
+        "pipeline": lambda: drain_rate(stack, client, "tuned", "post", sizes.pipeline_jobs, sizes.enqueue_batch)[0],
+        "default_worker": lambda: drain_rate(
+            stack, client, "default", "default", sizes.pipeline_jobs, sizes.enqueue_batch
+        )[0],
+        "naive": lambda: drain_rate(stack, client, "naive", "naive", sizes.pipeline_jobs, sizes.enqueue_batch)[0],
     }
     names = list(contenders)
     rounds = []
@@ -201,8 +211,7 @@ def throughput(stack, client, sizes):
         shift = number % len(names)
         figures = {"cpu_ms_per_job": {}}
         for name in names[shift:] + names[:shift]:
-            figures[name], figures["cpu_ms_per_job"][name] = cpu_per_job(
-                stack, sizes.pipeline_jobs, contenders[name])
+            figures[name], figures["cpu_ms_per_job"][name] = cpu_per_job(stack, sizes.pipeline_jobs, contenders[name])
         figures["pipeline_over_direct"] = figures["pipeline"] / figures["direct"]
         rounds.append(figures)
     return rounds
@@ -224,13 +233,16 @@ def latency(stack, client, sizes):
             if pause > 0:
                 time.sleep(pause)
             client.post(f"{PAGE}/@@bench-enqueue", kind="post", run=run, jobs=1)
-        effects = wait_for_effects(client, run, sizes.latency_jobs,
-                                   drain_timeout(sizes.latency_jobs))
+        effects = wait_for_effects(client, run, sizes.latency_jobs, drain_timeout(sizes.latency_jobs))
         latencies = effects["latencies"]
-        rounds.append({"p50": statistics.median(latencies),
-                       "p99": percentile(latencies, 0.99),
-                       "reached_p50": statistics.median(effects["reached"]),
-                       "latencies": sorted(latencies)})
+        rounds.append(
+            {
+                "p50": statistics.median(latencies),
+                "p99": percentile(latencies, 0.99),
+                "reached_p50": statistics.median(effects["reached"]),
+                "latencies": sorted(latencies),
+            }
+        )
     return rounds
 
 
@@ -258,16 +270,21 @@ def autosave(stack, client, sizes):
             for mode in ("sync", "deferred"):
                 word = f"benchsave{next(counter)}{uuid.uuid4().hex[:6]}"
                 started = time.perf_counter()
-                client.post(f"{site.LARGE_PAGE}/@@bench-save", reindex=mode,
-                            text=f"<p>{word}</p>{text}")
+                client.post(f"{site.LARGE_PAGE}/@@bench-save", reindex=mode, text=f"<p>{word}</p>{text}")
                 saved = time.perf_counter()
                 wait_until_indexed(client, word)
                 times[mode].append(saved - started)
                 if mode == "deferred":
                     times["reindexed"].append(time.perf_counter() - started)
         sync, deferred = (statistics.median(times[m]) for m in ("sync", "deferred"))
-        rounds.append({"sync": sync, "deferred": deferred, "speedup": sync / deferred,
-                       "reindexed": statistics.median(times["reindexed"])})
+        rounds.append(
+            {
+                "sync": sync,
+                "deferred": deferred,
+                "speedup": sync / deferred,
+                "reindexed": statistics.median(times["reindexed"]),
+            }
+        )
     return rounds
 
 
@@ -276,8 +293,10 @@ def autosave(stack, client, sizes):
 
 def _windows(committed, window):
     """Writes/s of each run of ``window`` writes, in order."""
-    return [(window - 1) / (committed[start + window - 1] - committed[start])
-            for start in range(0, len(committed) - window + 1, window)]
+    return [
+        (window - 1) / (committed[start + window - 1] - committed[start])
+        for start in range(0, len(committed) - window + 1, window)
+    ]
 
 
 def _cpu_per_job(samples, first, last):
@@ -286,8 +305,7 @@ def _cpu_per_job(samples, first, last):
     start = next(s for s in samples if s[0] >= first)
     end = next(s for s in samples if s[0] >= last)
     jobs = max(1, end[0] - start[0])
-    return {name: (end[1][name] - start[1][name]) * 1000 / jobs
-            for name in ("plone", "worker-tuned", "redis")}
+    return {name: (end[1][name] - start[1][name]) * 1000 / jobs for name in ("plone", "worker-tuned", "redis")}
 
 
 def scale(stack, client, sizes):
@@ -302,7 +320,12 @@ def _drain_once(stack, client, sizes):
     samples = []
     before = stack.worker_rss("tuned")
     rate, effects = drain_rate(
-        stack, client, "tuned", "post", sizes.scale_jobs, sizes.enqueue_batch,
+        stack,
+        client,
+        "tuned",
+        "post",
+        sizes.scale_jobs,
+        sizes.enqueue_batch,
         on_poll=lambda done: samples.append((done, stack.cpu_seconds())),
     )
     after = stack.worker_rss("tuned")
@@ -312,7 +335,15 @@ def _drain_once(stack, client, sizes):
     first = (window - 1) / (committed[window - 1] - committed[0])
     last = (window - 1) / (committed[-1] - committed[-window])
     jobs = sizes.scale_jobs
-    return {"rate": rate, "first": first, "last": last, "last_over_first": last / first,
-            "windows": windows, "cpu_ms_first": _cpu_per_job(samples, 0, window),
-            "cpu_ms_last": _cpu_per_job(samples, jobs - window, jobs),
-            "rss_before": before, "rss_after": after, "rss_growth": after - before}
+    return {
+        "rate": rate,
+        "first": first,
+        "last": last,
+        "last_over_first": last / first,
+        "windows": windows,
+        "cpu_ms_first": _cpu_per_job(samples, 0, window),
+        "cpu_ms_last": _cpu_per_job(samples, jobs - window, jobs),
+        "rss_before": before,
+        "rss_after": after,
+        "rss_growth": after - before,
+    }

@@ -82,8 +82,13 @@ def report_pdf(number):
 KINDS = {
     "image": ("Image", "image", "photo-{n}.jpg", "image/jpeg", photo),
     "pdf": ("File", "file", "report-{n}.pdf", "application/pdf", report_pdf),
-    "docx": ("File", "file", "memo-{n}.docx", office_files.CONTENT_TYPES["docx"],
-             lambda n: office_files.docx(f"Memo number {n}")),
+    "docx": (
+        "File",
+        "file",
+        "memo-{n}.docx",
+        office_files.CONTENT_TYPES["docx"],
+        lambda n: office_files.docx(f"Memo number {n}"),
+    ),
 }
 
 
@@ -130,15 +135,18 @@ def measure(portal_url, password, uploads):
                 first = upload_seconds(page, portal_url, kind, 0)
                 seconds = [upload_seconds(page, portal_url, kind, n) for n in range(1, uploads + 1)]
                 figures[kind] = {
-                    "uploads": uploads, "first_s": round(first, 2),
+                    "uploads": uploads,
+                    "first_s": round(first, 2),
                     "median_s": round(statistics.median(seconds), 2),
                     "p95_s": round(percentile(seconds, 0.95), 2),
                     "max_s": round(max(seconds), 2),
                     "seconds": [round(value, 3) for value in seconds],
                 }
-                say(f"previews: {kind:5}  median {figures[kind]['median_s']:.2f} s, "
+                say(
+                    f"previews: {kind:5}  median {figures[kind]['median_s']:.2f} s, "
                     f"p95 {figures[kind]['p95_s']:.2f} s over {uploads} uploads "
-                    f"(first {first:.2f} s)")
+                    f"(first {first:.2f} s)"
+                )
         finally:
             browser.close()
     return figures
@@ -175,10 +183,16 @@ def main(argv=None):
         prog="python -m asynctasks_benchmarks.previews", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--uploads", type=int, default=10, help="measured uploads of each kind")
-    parser.add_argument("--root", type=Path, default=Path.cwd(), metavar="CHECKOUT",
-                        help="the git checkout whose scripts/ build the site (default: the current directory)")
-    parser.add_argument("--json", type=Path,
-                        help="where to write the figures (default: CHECKOUT/var/bench-previews.json)")
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=Path.cwd(),
+        metavar="CHECKOUT",
+        help="the git checkout whose scripts/ build the site (default: the current directory)",
+    )
+    parser.add_argument(
+        "--json", type=Path, help="where to write the figures (default: CHECKOUT/var/bench-previews.json)"
+    )
     args = parser.parse_args(argv)
     root = args.root.resolve()
     if not (root / "scripts" / "create_site.py").is_file():

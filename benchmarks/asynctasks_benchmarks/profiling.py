@@ -33,11 +33,28 @@ def recording(directory, measurement, pids, rate=200):
     spies = []
     for name, pid in pids.items():
         output = directory / f"{measurement}-{name}.txt"
-        spies.append(subprocess.Popen(
-            [py_spy(), "record", "--pid", str(pid), "--format", "raw", "--gil",
-             "--subprocesses", "--nonblocking", "--rate", str(rate), "--output", str(output)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        ))
+        spies.append(
+            subprocess.Popen(
+                [
+                    py_spy(),
+                    "record",
+                    "--pid",
+                    str(pid),
+                    "--format",
+                    "raw",
+                    "--gil",
+                    "--subprocesses",
+                    "--nonblocking",
+                    "--rate",
+                    str(rate),
+                    "--output",
+                    str(output),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
     try:
         yield
     finally:
@@ -105,11 +122,12 @@ def summarize(path, top=10):
     def shares(counter, limit=top):
         return ", ".join(f"{what} {100 * n / total:.0f}%" for what, n in counter.most_common(limit))
 
-    lines = [f"{Path(path).name}: {total} samples with the GIL held",
-             f"  own time by package: {shares(own)}",
-             f"  own time by function: {shares(functions)}"]
+    lines = [
+        f"{Path(path).name}: {total} samples with the GIL held",
+        f"  own time by package: {shares(own)}",
+        f"  own time by function: {shares(functions)}",
+    ]
     if steps:
         ordered = Counter({label: steps[label] for label, _ in STEPS if steps[label]})
-        lines.append("  steps: " + ", ".join(
-            f"{label} {100 * n / total:.0f}%" for label, n in ordered.items()))
+        lines.append("  steps: " + ", ".join(f"{label} {100 * n / total:.0f}%" for label, n in ordered.items()))
     return lines

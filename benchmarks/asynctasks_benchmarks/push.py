@@ -58,10 +58,13 @@ async def open_sockets(url, count, origin):
     sockets = []
     for start in range(0, count, OPEN_BATCH):
         batch = [
-            websocket.websocket_connect(httpclient.HTTPRequest(
-                url, headers={"Cookie": f"__ac={USER_PREFIX}{index}", "Origin": origin},
-                request_timeout=60,
-            ))
+            websocket.websocket_connect(
+                httpclient.HTTPRequest(
+                    url,
+                    headers={"Cookie": f"__ac={USER_PREFIX}{index}", "Origin": origin},
+                    request_timeout=60,
+                )
+            )
             for index in range(start, min(count, start + OPEN_BATCH))
         ]
         sockets.extend(await asyncio.gather(*batch))
@@ -106,17 +109,13 @@ def rss_mib(pid):
 
 async def measure(redis_url, directory, sockets, messages, rate):
     plone_port = free_port()
-    stand_in = web.Application([(r"/plone/@@async-push-user", StandInPlone)]).listen(
-        plone_port, "127.0.0.1"
-    )
+    stand_in = web.Application([(r"/plone/@@async-push-user", StandInPlone)]).listen(plone_port, "127.0.0.1")
     plone_url = f"http://127.0.0.1:{plone_port}/plone"
     push_port = free_port()
     push = start_push_server(push_port, plone_url, redis_url, directory)
     try:
         started = time.perf_counter()
-        opened = await open_sockets(
-            f"ws://127.0.0.1:{push_port}/push", sockets, f"http://127.0.0.1:{plone_port}"
-        )
+        opened = await open_sockets(f"ws://127.0.0.1:{push_port}/push", sockets, f"http://127.0.0.1:{plone_port}")
         open_seconds = time.perf_counter() - started
         memory = rss_mib(push.pid)
         sent, received = await publish_and_wait(redis_url, opened, messages, rate)
@@ -125,11 +124,16 @@ async def measure(redis_url, directory, sockets, messages, rate):
         stand_in.stop()
     latencies = sorted((received[key] - sent[key]) * 1000 for key in sent if key in received)
     return {
-        "sockets": sockets, "messages": messages, "rate_per_s": rate,
-        "open_s": round(open_seconds, 3), "push_rss_mib": memory,
+        "sockets": sockets,
+        "messages": messages,
+        "rate_per_s": rate,
+        "open_s": round(open_seconds, 3),
+        "push_rss_mib": memory,
         "lost": messages - len(latencies),
-        "latency_ms": {name: round(percentile(latencies, fraction), 2) if latencies else None
-                       for name, fraction in (("p50", 0.5), ("p99", 0.99), ("max", 1.0))},
+        "latency_ms": {
+            name: round(percentile(latencies, fraction), 2) if latencies else None
+            for name, fraction in (("p50", 0.5), ("p99", 0.99), ("max", 1.0))
+        },
     }
 
 
@@ -142,9 +146,7 @@ def run(sockets=1000, messages=2000, rate=200):
     port = free_port()
     redis_process = start_redis_server(port, directory)
     try:
-        return asyncio.run(
-            measure(f"redis://127.0.0.1:{port}/0", directory, sockets, messages, rate)
-        )
+        return asyncio.run(measure(f"redis://127.0.0.1:{port}/0", directory, sockets, messages, rate))
     finally:
         stop_process(redis_process)
         shutil.rmtree(directory, ignore_errors=True)
@@ -156,8 +158,9 @@ def main(argv=None):
     parser.add_argument("--sockets", type=int, default=1000)
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--rate", type=float, default=200, help="messages per second")
-    parser.add_argument("--json", type=Path, default=DEFAULT_JSON,
-                        help=f"where to write the figures (default: {DEFAULT_JSON})")
+    parser.add_argument(
+        "--json", type=Path, default=DEFAULT_JSON, help=f"where to write the figures (default: {DEFAULT_JSON})"
+    )
     args = parser.parse_args(argv)
     figures = run(args.sockets, args.messages, args.rate)
     latency = figures["latency_ms"]

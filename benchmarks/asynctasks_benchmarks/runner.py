@@ -66,8 +66,7 @@ def run(sizes, only, directory, checkout, profile=None):
         for name in only:
             started = time.monotonic()
             say(f"bench: measuring {name} ...")
-            recording = (profiling.recording(profile, name, processes) if profile
-                         else contextlib.nullcontext())
+            recording = profiling.recording(profile, name, processes) if profile else contextlib.nullcontext()
             with recording:
                 results[name] = MEASUREMENTS[name](stack, client, sizes)
             say(f"bench: {name} took {time.monotonic() - started:.0f} s")
@@ -84,31 +83,41 @@ def profile_summary(directory, only):
 
 def parse(argv):
     parser = argparse.ArgumentParser(prog="make bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--smoke", action="store_true",
-                        help="tiny numbers: proves the benchmark runs, measures nothing")
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny numbers: proves the benchmark runs, measures nothing"
+    )
     parser.add_argument("--rounds", type=int, help="rounds of each comparison")
-    parser.add_argument("--root", type=Path, default=Path.cwd(), metavar="CHECKOUT",
-                        help="the git checkout whose scripts/ build the site (default: the current directory)")
-    parser.add_argument("--json", type=Path,
-                        help="where to write the figures (default: CHECKOUT/var/bench.json)")
-    parser.add_argument("--only", default=",".join(MEASUREMENTS),
-                        help=f"comma-separated measurements of {', '.join(MEASUREMENTS)}")
-    parser.add_argument("--profile", type=Path, metavar="DIR",
-                        help="record where Plone and the tuned worker spend their time (py-spy) into DIR")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the temp directory (Data.fs, logs) afterwards")
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=Path.cwd(),
+        metavar="CHECKOUT",
+        help="the git checkout whose scripts/ build the site (default: the current directory)",
+    )
+    parser.add_argument("--json", type=Path, help="where to write the figures (default: CHECKOUT/var/bench.json)")
+    parser.add_argument(
+        "--only", default=",".join(MEASUREMENTS), help=f"comma-separated measurements of {', '.join(MEASUREMENTS)}"
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="record where Plone and the tuned worker spend their time (py-spy) into DIR",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the temp directory (Data.fs, logs) afterwards")
     args = parser.parse_args(argv)
     args.root = args.root.resolve()
     if not (args.root / "scripts" / "create_site.py").is_file():
-        parser.error(f"{args.root} is not a git checkout of ploneintranet.asynctasks (no "
-                     "scripts/create_site.py): run `make bench` in the checkout, or pass --root")
+        parser.error(
+            f"{args.root} is not a git checkout of ploneintranet.asynctasks (no "
+            "scripts/create_site.py): run `make bench` in the checkout, or pass --root"
+        )
     if args.json is None:
         args.json = args.root / "var" / "bench.json"
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = set(args.only) - set(MEASUREMENTS)
     if unknown:
-        parser.error(f"unknown measurement(s) {', '.join(sorted(unknown))}; "
-                     f"choose from {', '.join(MEASUREMENTS)}")
+        parser.error(f"unknown measurement(s) {', '.join(sorted(unknown))}; choose from {', '.join(MEASUREMENTS)}")
     return args
 
 
@@ -135,9 +144,13 @@ def main(argv=None):
         else:
             shutil.rmtree(directory, ignore_errors=True)
     meta = {
-        "rounds": sizes.rounds, "sizes": dataclasses.asdict(sizes), "smoke": args.smoke,
-        "cpus": os.cpu_count(), "load_before": load_before,
-        "load_after": os.getloadavg()[0], "tuned_worker": TUNED_WORKER.describe(),
+        "rounds": sizes.rounds,
+        "sizes": dataclasses.asdict(sizes),
+        "smoke": args.smoke,
+        "cpus": os.cpu_count(),
+        "load_before": load_before,
+        "load_after": os.getloadavg()[0],
+        "tuned_worker": TUNED_WORKER.describe(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "profiled": bool(args.profile),
     }

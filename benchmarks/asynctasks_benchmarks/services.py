@@ -44,8 +44,10 @@ class WorkerSettings:
     prefetch_multiplier: int = 1
 
     def describe(self):
-        return (f"-P {self.pool} -c {self.concurrency} --prefetch-multiplier "
-                f"{self.prefetch_multiplier} -Q {','.join(self.queues)}")
+        return (
+            f"-P {self.pool} -c {self.concurrency} --prefetch-multiplier "
+            f"{self.prefetch_multiplier} -Q {','.join(self.queues)}"
+        )
 
 
 #: The recommended settings (docs/benchmarks.rst); it consumes the real queues.
@@ -160,10 +162,19 @@ class BenchStack:
         log = self.directory / "log" / "create-site.log"
         with open(log, "w") as output:
             result = subprocess.run(
-                [sys.executable, "-m", "asynctasks_benchmarks.site", str(self.checkout),
-                 str(self.directory / "etc" / "zope.conf"), str(password_file)],
-                env=self.environment(), stdout=output, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, timeout=300,
+                [
+                    sys.executable,
+                    "-m",
+                    "asynctasks_benchmarks.site",
+                    str(self.checkout),
+                    str(self.directory / "etc" / "zope.conf"),
+                    str(password_file),
+                ],
+                env=self.environment(),
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                timeout=300,
             )
         if result.returncode != 0:
             raise RuntimeError(f"building the benchmark site failed:\n{log_tail(log)}")
@@ -179,8 +190,12 @@ class BenchStack:
         self._stack.callback(output.close)
         process = subprocess.Popen(
             [str(BIN / "runwsgi"), str(self.ini)],
-            env=self.environment(), stdout=output, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, cwd=self.directory, start_new_session=True,
+            env=self.environment(),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=self.directory,
+            start_new_session=True,
         )
         # SIGINT makes runwsgi close the ZODB cleanly.
         self._stack.callback(stop_process, process, signal.SIGINT)
@@ -204,19 +219,40 @@ class BenchStack:
         log = self.directory / "log" / f"worker-{settings.name}.log"
         hostname = f"bench-{settings.name}@localhost"
         command = [
-            sys.executable, "-m", "celery",
-            "-A", "ploneintranet.asynctasks.celerytasks", "worker",
-            "--include", "asynctasks_benchmarks.jobs",
-            "--loglevel", "INFO", "--logfile", str(log), "--hostname", hostname,
-            "--pool", settings.pool, "--concurrency", str(settings.concurrency),
-            "--prefetch-multiplier", str(settings.prefetch_multiplier),
-            "--queues", ",".join(settings.queues),
-            "--without-gossip", "--without-mingle", "--without-heartbeat",
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "ploneintranet.asynctasks.celerytasks",
+            "worker",
+            "--include",
+            "asynctasks_benchmarks.jobs",
+            "--loglevel",
+            "INFO",
+            "--logfile",
+            str(log),
+            "--hostname",
+            hostname,
+            "--pool",
+            settings.pool,
+            "--concurrency",
+            str(settings.concurrency),
+            "--prefetch-multiplier",
+            str(settings.prefetch_multiplier),
+            "--queues",
+            ",".join(settings.queues),
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
         ]
         process = subprocess.Popen(
-            command, env=self.environment(ASYNC_ALLOWED_ORIGINS=self.origin),
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-            cwd=self.directory, start_new_session=True,
+            command,
+            env=self.environment(ASYNC_ALLOWED_ORIGINS=self.origin),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            cwd=self.directory,
+            start_new_session=True,
         )
         self._stack.callback(stop_process, process)
         self.workers[settings.name] = process
@@ -230,8 +266,7 @@ class BenchStack:
             if process.poll() is not None:
                 raise RuntimeError(f"the {settings.name} worker exited:\n{log_tail(log)}")
             with app.connection_for_write() as connection:
-                return app.control.ping(destination=[hostname], timeout=0.5,
-                                        connection=connection)
+                return app.control.ping(destination=[hostname], timeout=0.5, connection=connection)
 
         wait_until(answers, 60, message=f"the {settings.name} worker to answer a ping")
 

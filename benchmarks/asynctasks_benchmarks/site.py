@@ -77,7 +77,10 @@ def add_bench_content(site, password):
     ):
         if page_id not in site.objectIds():
             api.content.create(
-                container=site, type="Document", id=page_id, title=title,
+                container=site,
+                type="Document",
+                id=page_id,
+                title=title,
                 text=RichTextValue(text, "text/html", "text/x-html-safe"),
             )
     add_counter(site[SMALL_PAGE])

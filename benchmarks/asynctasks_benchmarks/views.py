@@ -62,9 +62,7 @@ class WriteView(ProtectedJobView):
         form = self.request.form
         started = time.time()
         enqueued_at = float(form.get("enqueued_at") or started)
-        transaction.get().addAfterCommitHook(
-            _record_effect, args=(form.get("run", ""), enqueued_at, started)
-        )
+        transaction.get().addAfterCommitHook(_record_effect, args=(form.get("run", ""), enqueued_at, started))
         return "written"
 
 

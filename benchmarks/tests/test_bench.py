@@ -23,9 +23,11 @@ class TestBenchSmoke(unittest.TestCase):
         with tempfile.TemporaryDirectory(prefix="asynctasks-bench-test-") as directory:
             figures = Path(directory) / "bench.json"
             result = subprocess.run(
-                [sys.executable, "-m", "asynctasks_benchmarks",
-                 "--smoke", "--json", str(figures)],
-                capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+                [sys.executable, "-m", "asynctasks_benchmarks", "--smoke", "--json", str(figures)],
+                capture_output=True,
+                text=True,
+                timeout=300,
+                stdin=subprocess.DEVNULL,
             )
             self.assertEqual(result.returncode, 0, result.stderr[-4000:])
             written = json.loads(figures.read_text())

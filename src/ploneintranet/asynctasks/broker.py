@@ -73,7 +73,8 @@ def _sentinel(url, options, module):
         sentinels,
         min_other_sentinels=options.get("min_other_sentinels", 0),
         sentinel_kwargs=options.get("sentinel_kwargs"),
-        socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT,
+        socket_timeout=TIMEOUT,
+        socket_connect_timeout=TIMEOUT,
         **keywords,
     )
     return sentinel.master_for(master_name)

@@ -135,10 +135,7 @@ def _env_flag(name, default):
         return True
     if value in ("0", "false", "no", "off"):
         return False
-    raise ValueError(
-        f"environment variable {name}={value!r} is not a boolean: "
-        "use true or false"
-    )
+    raise ValueError(f"environment variable {name}={value!r} is not a boolean: use true or false")
 
 
 def _env_number(name, default, kind=float):
@@ -149,25 +146,17 @@ def _env_number(name, default, kind=float):
         number = kind(value)
     except ValueError:
         raise ValueError(
-            f"environment variable {name}={value!r} is not a number: "
-            f"use a {kind.__name__} such as {default}"
+            f"environment variable {name}={value!r} is not a number: use a {kind.__name__} such as {default}"
         ) from None
     if number < 0:
-        raise ValueError(
-            f"environment variable {name}={value!r} is negative: "
-            f"use a value such as {default}"
-        )
+        raise ValueError(f"environment variable {name}={value!r} is negative: use a value such as {default}")
     return number
 
 
 def _env_origins(name):
     """Read comma-separated origins (``scheme://host[:port]``) from ``name``:
     lower case, without a trailing slash."""
-    return [
-        value.strip().rstrip("/").lower()
-        for value in os.environ.get(name, "").split(",")
-        if value.strip()
-    ]
+    return [value.strip().rstrip("/").lower() for value in os.environ.get(name, "").split(",") if value.strip()]
 
 
 def _env_json_object(name):
@@ -265,14 +254,10 @@ ASYNC_QUEUES = tuple(dict.fromkeys([DEFAULT_QUEUE, *ASYNC_TASK_ROUTES.values()])
 
 ASYNC_PUSH_PORT = _env_number("ASYNC_PUSH_PORT", 8765, int)
 ASYNC_PUSH_ADDRESS = os.environ.get("ASYNC_PUSH_ADDRESS") or "127.0.0.1"
-ASYNC_PUSH_PLONE_URL = (
-    os.environ.get("ASYNC_PUSH_PLONE_URL") or "http://localhost:8080/Plone"
-).rstrip("/")
+ASYNC_PUSH_PLONE_URL = (os.environ.get("ASYNC_PUSH_PLONE_URL") or "http://localhost:8080/Plone").rstrip("/")
 ASYNC_PUSH_ALLOWED_ORIGINS = _env_origins("ASYNC_PUSH_ALLOWED_ORIGINS")
 ASYNC_PUSH_PUBLIC_URL = os.environ.get("ASYNC_PUSH_PUBLIC_URL", "").strip()
-ASYNC_PUSH_CHANNEL_PREFIX = (
-    os.environ.get("ASYNC_PUSH_CHANNEL_PREFIX") or "ploneintranet.asynctasks:push:"
-)
+ASYNC_PUSH_CHANNEL_PREFIX = os.environ.get("ASYNC_PUSH_CHANNEL_PREFIX") or "ploneintranet.asynctasks:push:"
 ASYNC_PUSH_MAX_MESSAGE_BYTES = _env_number("ASYNC_PUSH_MAX_MESSAGE_BYTES", 4096, int)
 ASYNC_PUSH_MAX_SOCKETS_PER_USER = _env_number("ASYNC_PUSH_MAX_SOCKETS_PER_USER", 20, int)
 ASYNC_PUSH_UPGRADE_TIMEOUT = _env_number("ASYNC_PUSH_UPGRADE_TIMEOUT", 10.0)
@@ -316,8 +301,9 @@ def _check_sentinel(url, options, variable):
         )
 
 
-def broker_settings(broker_url, result_backend=None, broker_options=None, backend_options=None,
-                    amqp_queue_type="quorum"):
+def broker_settings(
+    broker_url, result_backend=None, broker_options=None, backend_options=None, amqp_queue_type="quorum"
+):
     """The Celery settings that depend on the broker, for ``broker_url`` and
     ``result_backend`` (``None``: the broker, if it is Redis) with the
     transport options given in ``BROKER_TRANSPORT_OPTIONS`` and
@@ -439,8 +425,10 @@ ASYNC_PUSH_REDIS_URL = os.environ.get("ASYNC_PUSH_REDIS_URL") or (
     _broker["broker_url"] if broker_kind(_broker["broker_url"]) == "redis" else _broker["result_backend"]
 )
 ASYNC_PUSH_REDIS_OPTIONS = _env_json_object("ASYNC_PUSH_REDIS_OPTIONS") or (
-    _broker["broker_transport_options"] if ASYNC_PUSH_REDIS_URL == _broker["broker_url"]
-    else _broker["result_backend_transport_options"] if ASYNC_PUSH_REDIS_URL == _broker["result_backend"]
+    _broker["broker_transport_options"]
+    if ASYNC_PUSH_REDIS_URL == _broker["broker_url"]
+    else _broker["result_backend_transport_options"]
+    if ASYNC_PUSH_REDIS_URL == _broker["result_backend"]
     else {}
 )
 _check_sentinel(ASYNC_PUSH_REDIS_URL, ASYNC_PUSH_REDIS_OPTIONS, "ASYNC_PUSH_REDIS_OPTIONS")

@@ -152,7 +152,9 @@ class LedgerSweep(bootsteps.StartStopStep):
         except Exception as error:
             logger.warning(
                 "could not look for lost jobs (%s: %s); trying again in %g s",
-                type(error).__name__, error, celeryconfig.ASYNC_SWEEP_INTERVAL,
+                type(error).__name__,
+                error,
+                celeryconfig.ASYNC_SWEEP_INTERVAL,
             )
 
     def stop(self, worker):

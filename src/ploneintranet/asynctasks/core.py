@@ -46,6 +46,7 @@ from zope.interface import implementer
 
 logger = logging.getLogger("ploneintranet.asynctasks")
 
+
 def capture_credentials(request):
     """Return ``(cookies, headers)`` with the user's Plone credentials.
 
@@ -59,9 +60,7 @@ def capture_credentials(request):
     if ac:
         cookies[AUTH_COOKIE] = ac
     # Zope moves the Authorization header out of the environ into _auth.
-    authorization = getattr(request, "_auth", None) or request.getHeader(
-        "Authorization"
-    )
+    authorization = getattr(request, "_auth", None) or request.getHeader("Authorization")
     if authorization:
         headers["Authorization"] = authorization
     return cookies, headers
@@ -79,16 +78,14 @@ def ensure_json(name, value):
         ) from None
     except ValueError as error:  # json.dumps: "Circular reference detected"
         raise AsyncTaskError(
-            f"{name} contains itself ({error}), which JSON cannot carry; "
-            "pass plain strings, numbers, lists or dicts"
+            f"{name} contains itself ({error}), which JSON cannot carry; pass plain strings, numbers, lists or dicts"
         ) from None
     except TypeError:
         if isinstance(value, dict):
             for key, item in value.items():
                 if not isinstance(key, str):
                     raise AsyncTaskError(
-                        f"{name} key {key!r} is a {type(key).__name__}; "
-                        "job keys must be strings"
+                        f"{name} key {key!r} is a {type(key).__name__}; job keys must be strings"
                     ) from None
                 ensure_json(f"{name}[{key!r}]", item)
         elif isinstance(value, (list, tuple)):
@@ -134,8 +131,7 @@ class AbstractPost:
         self.request = request if request is not None else getRequest()
         if self.request is None:
             raise AsyncTaskError(
-                "there is no request to take the user's credentials from; "
-                "pass the request: Post(context, request)"
+                "there is no request to take the user's credentials from; pass the request: Post(context, request)"
             )
         self.userid = current_userid()
         if celeryconfig.ASYNC_CREDENTIALS == "forward":
@@ -179,9 +175,7 @@ class AbstractPost:
             raise
         problem = header_problem(job_headers, job_cookies)
         if problem:
-            raise AsyncTaskError(
-                f"{problem}; pass such values to the job in data instead"
-            )
+            raise AsyncTaskError(f"{problem}; pass such values to the job in data instead")
         if size > celeryconfig.ASYNC_MAX_JOB_BYTES:
             raise AsyncTaskError(
                 f"the job is {size} bytes of JSON, more than ASYNC_MAX_JOB_BYTES="
@@ -235,5 +229,3 @@ def _check_delay(options, app):
     if delay >= longest:
         raise AsyncTaskError(f"a job delayed by {delay:.0f} s would be delivered twice: {why}")
     return delay
-
-

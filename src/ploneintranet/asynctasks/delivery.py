@@ -84,7 +84,9 @@ class Delivery:
             logger.warning(
                 "could not write the debounce keys of %d job(s) (%s: %s): they are "
                 "sent, and none of them will be skipped as superseded",
-                len(jobs), type(error).__name__, error,
+                len(jobs),
+                type(error).__name__,
+                error,
             )
 
     def by_celery(self, jobs):
@@ -92,10 +94,7 @@ class Delivery:
         if self.native_delays and not self.delays_ready:
             self.prepare_delays()
         with self.app.producer_or_acquire() as producer, producer.batch():
-            return [
-                job.task.apply_async(job.args, producer=producer, **self.options_of(job))
-                for job in jobs
-            ]
+            return [job.task.apply_async(job.args, producer=producer, **self.options_of(job)) for job in jobs]
 
     def options_of(self, job):
         """The ``apply_async`` options of ``job``. For RabbitMQ's native
@@ -141,7 +140,9 @@ class Delivery:
         except Exception as error:
             logger.warning(
                 "could not send %d job(s) together (%s: %s); sending them one by one",
-                len(jobs), type(error).__name__, error,
+                len(jobs),
+                type(error).__name__,
+                error,
             )
         for job in jobs:
             try:
@@ -149,9 +150,12 @@ class Delivery:
             except Exception:
                 # credentials are not logged: the url and the user only
                 logger.exception(
-                    "LOST JOB: could not send %s[%s] for %s as %s to %s after the "
-                    "transaction committed",
-                    job.task.name, job.id, job.url, job.userid, masked_url(self.app.conf.broker_url),
+                    "LOST JOB: could not send %s[%s] for %s as %s to %s after the transaction committed",
+                    job.task.name,
+                    job.id,
+                    job.url,
+                    job.userid,
+                    masked_url(self.app.conf.broker_url),
                 )
 
 
@@ -203,7 +207,9 @@ class RedisDelivery(Delivery):
                 except (redis.ConnectionError, redis.TimeoutError, OperationalError) as error:
                     logger.warning(
                         "no Redis master answers (%s: %s): sending %d job(s) again in 0.5 s",
-                        type(error).__name__, error, len(jobs),
+                        type(error).__name__,
+                        error,
+                        len(jobs),
                     )
                     time.sleep(0.5)
         super().send(jobs)
@@ -232,7 +238,9 @@ class RedisDelivery(Delivery):
             logger.warning(
                 "could not write %d job(s) into the ledger (%s: %s): they are sent, "
                 "but would not be sent again if a worker lost them",
-                len(jobs), type(error).__name__, error,
+                len(jobs),
+                type(error).__name__,
+                error,
             )
         results = super().by_celery(jobs)
         if celeryconfig.ASYNC_REDIS_WAIT_REPLICAS:
@@ -263,7 +271,10 @@ class RedisDelivery(Delivery):
             logger.warning(
                 "%d job(s) reached %d of the %d replica(s) of ASYNC_REDIS_WAIT_REPLICAS within "
                 "%g s: a failover now would lose them; is a replica down? %s",
-                len(jobs), replicas, wanted, celeryconfig.ASYNC_REDIS_WAIT_TIMEOUT,
+                len(jobs),
+                replicas,
+                wanted,
+                celeryconfig.ASYNC_REDIS_WAIT_TIMEOUT,
                 ", ".join(f"{job.task.name}[{job.id}]" for job in jobs),
             )
 

@@ -70,7 +70,9 @@ class JobsOfTransaction:
                     del self.jobs[job.fingerprint]
                 logger.warning(
                     "the job queue at %s does not answer: %d job(s) kept in the site's "
-                    "outbox, sent when it answers again", masked_url(app.conf.broker_url), len(jobs),
+                    "outbox, sent when it answers again",
+                    masked_url(app.conf.broker_url),
+                    len(jobs),
                 )
 
     def check(self, app):
@@ -138,12 +140,19 @@ def keep(jobs):
         box = annotations[OUTBOX] = OOBTree()
     now = time.time()
     for job in jobs:
-        options = {name: value.isoformat() if isinstance(value, datetime) else value
-                   for name, value in job.options.items()}
+        options = {
+            name: value.isoformat() if isinstance(value, datetime) else value for name, value in job.options.items()
+        }
         box[f"{now:017.6f} {job.id}"] = {
-            "task": job.task.name, "url": job.url, "data": job.data, "headers": job.headers,
-            "cookies": job.cookies, "options": options, "userid": job.userid,
-            "debounce": job.debounce, "kept": now,
+            "task": job.task.name,
+            "url": job.url,
+            "data": job.data,
+            "headers": job.headers,
+            "cookies": job.cookies,
+            "options": options,
+            "userid": job.userid,
+            "debounce": job.debounce,
+            "kept": now,
         }
     return True
 

@@ -142,8 +142,7 @@ def keeps_ledger(app):
 def _entry(job, now):
     """The ledger's JSON of one job: what it takes to send it again."""
     options = job.options
-    kept = {name: options[name] for name in ("queue", "priority", "routing_key")
-            if options.get(name) is not None}
+    kept = {name: options[name] for name in ("queue", "priority", "routing_key") if options.get(name) is not None}
     eta = options.get("eta")
     if eta is None and options.get("countdown"):
         eta = datetime.fromtimestamp(now, timezone.utc) + timedelta(seconds=options["countdown"])
@@ -205,7 +204,9 @@ def forget(app, *task_ids):
         # it would be sent again only if it also vanished from the queues
         logger.warning(
             "could not cross job(s) %s out of the ledger (%s: %s)",
-            ", ".join(task_ids), type(error).__name__, error,
+            ", ".join(task_ids),
+            type(error).__name__,
+            error,
         )
 
 
@@ -235,9 +236,9 @@ def sweep(app, hostname="worker"):
     keys = [DUE, MISSING, SENT, JOBS, unacked]
     for queue in queues:
         keys += [f"{queue}{Channel.sep}{step}" if step else queue for step in PRIORITY_STEPS]
-    lost = _scripts[client](keys=keys, args=[
-        time.time(), interval, SWEEP_LIMIT, LONGEST_QUEUE_READ, len(PRIORITY_STEPS), *queues
-    ])
+    lost = _scripts[client](
+        keys=keys, args=[time.time(), interval, SWEEP_LIMIT, LONGEST_QUEUE_READ, len(PRIORITY_STEPS), *queues]
+    )
     return [task_id.decode() for task_id in lost if _resend(app, client, task_id.decode())]
 
 
@@ -251,23 +252,34 @@ def _resend(app, client, task_id):
     if resends > MAX_RESENDS:
         logger.error(
             "LOST JOB: %s[%s] for %s vanished from the queues %d times; given up",
-            job["task"], task_id, url, resends,
+            job["task"],
+            task_id,
+            url,
+            resends,
         )
         forget(app, task_id)
         return False
     task = app.tasks.get(job["task"])
     if task is None:
-        logger.error("LOST JOB: %s[%s] for %s vanished from the queues, and this worker "
-                     "does not know its task, so it cannot send it again", job["task"], task_id, url)
+        logger.error(
+            "LOST JOB: %s[%s] for %s vanished from the queues, and this worker "
+            "does not know its task, so it cannot send it again",
+            job["task"],
+            task_id,
+            url,
+        )
         return False
     options = dict(job["options"])
     for name in ("eta", "expires"):
         if name in options:
             options[name] = datetime.fromisoformat(options[name])
     logger.warning(
-        "%s[%s] for %s vanished from the queues (a worker died while taking "
-        "it): sent again (%d of %d)",
-        job["task"], task_id, url, resends, MAX_RESENDS,
+        "%s[%s] for %s vanished from the queues (a worker died while taking it): sent again (%d of %d)",
+        job["task"],
+        task_id,
+        url,
+        resends,
+        MAX_RESENDS,
     )
     # through the task's own road, so its ledger entry says when it was sent
     task.apply_async(job["args"], task_id=task_id, **options)

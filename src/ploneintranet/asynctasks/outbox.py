@@ -54,16 +54,25 @@ def waiting(site):
 def _job(record):
     task = celery_app.tasks.get(record["task"])
     if task is None:
-        logger.error("LOST JOB: %s for %s waited in the outbox, and this Celery app does not know "
-                     "its task", record["task"], record["url"])
+        logger.error(
+            "LOST JOB: %s for %s waited in the outbox, and this Celery app does not know its task",
+            record["task"],
+            record["url"],
+        )
         return None
     options = dict(record["options"])
     for name in ("eta", "expires"):
         if isinstance(options.get(name), str):
             options[name] = datetime.fromisoformat(options[name])
     return Job(
-        task, record["url"], record["data"], record["headers"],
-        record["cookies"], options=options, userid=record["userid"], debounce=record["debounce"],
+        task,
+        record["url"],
+        record["data"],
+        record["headers"],
+        record["cookies"],
+        options=options,
+        userid=record["userid"],
+        debounce=record["debounce"],
     )
 
 

@@ -72,8 +72,7 @@ class JobTokenPlugin(BasePlugin):
         secrets = list(getUtility(IKeyManager)[jobtoken.RING])
         userid = jobtoken.verify(token, secrets, credentials["path"])
         if userid is None:
-            logger.warning("refused a job token for %s: forged, expired or "
-                           "for another url", credentials["path"])
+            logger.warning("refused a job token for %s: forged, expired or for another url", credentials["path"])
             return None
         pas = self._getPAS()
         info = pas._verifyUser(pas.plugins, user_id=userid)

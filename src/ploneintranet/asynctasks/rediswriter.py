@@ -25,9 +25,7 @@ from ploneintranet.asynctasks.wire import reprs_for_monitors
 
 
 #: The ``apply_async`` options this writer honours.
-OPTIONS = frozenset(
-    ("task_id", "argsrepr", "kwargsrepr", "countdown", "eta", "expires", "queue", "ignore_result")
-)
+OPTIONS = frozenset(("task_id", "argsrepr", "kwargsrepr", "countdown", "eta", "expires", "queue", "ignore_result"))
 #: Task attributes that change a message; a task that sets one goes by Celery's road.
 _TASK_OPTIONS = ("priority", "time_limit", "soft_time_limit", "exchange", "routing_key")
 
@@ -52,7 +50,8 @@ def jobs_allow(jobs):
     if signals.before_task_publish.receivers or signals.after_task_publish.receivers:
         return False
     return all(
-        OPTIONS.issuperset(job.options) and job.task.serializer == "json"
+        OPTIONS.issuperset(job.options)
+        and job.task.serializer == "json"
         and not any(getattr(job.task, name, None) is not None for name in _TASK_OPTIONS)
         for job in jobs
     )
@@ -64,7 +63,10 @@ def message(app, job, queue):
     given, the message shows monitors its url only."""
     options = job.options
     headers, properties, body, _ = app.amqp.create_task_message(
-        job.id, job.task.name, job.args, {},
+        job.id,
+        job.task.name,
+        job.args,
+        {},
         countdown=options.get("countdown"),
         eta=options.get("eta"),
         expires=options.get("expires"),
@@ -83,13 +85,15 @@ def message(app, job, queue):
         # a direct exchange is sent as to the anonymous one, named by the queue
         delivery_info={"exchange": "", "routing_key": queue.name},
     )
-    return dumps({
-        "body": base64.b64encode(dumps(body).encode("utf-8")).decode("ascii"),
-        "content-encoding": "utf-8",
-        "content-type": "application/json",
-        "headers": headers,
-        "properties": properties,
-    })
+    return dumps(
+        {
+            "body": base64.b64encode(dumps(body).encode("utf-8")).decode("ascii"),
+            "content-encoding": "utf-8",
+            "content-type": "application/json",
+            "headers": headers,
+            "properties": properties,
+        }
+    )
 
 
 def write(pipe, app, jobs, queues):

@@ -186,9 +186,22 @@ def start_redis_server(port, directory, *arguments, log="redis.log"):
         )
     log = os.path.join(directory, log)
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1",
-         "--save", "", "--appendonly", "no", "--dir", directory,
-         "--logfile", log, *arguments],
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            directory,
+            "--logfile",
+            log,
+            *arguments,
+        ],
         stdin=subprocess.DEVNULL,
         start_new_session=True,
     )
@@ -209,8 +222,7 @@ def start_redis_server(port, directory, *arguments, log="redis.log"):
     return process
 
 
-def start_celery_worker(redis_url, directory, name, concurrency=2, queues=None, imports=(),
-                        **environ):
+def start_celery_worker(redis_url, directory, name, concurrency=2, queues=None, imports=(), **environ):
     """Start a Celery worker process for the broker ``redis_url`` (any
     broker url: results go there too unless ``environ`` names a
     ``CELERY_RESULT_BACKEND``); return it once it answers a ping. ``queues``
@@ -223,11 +235,23 @@ def start_celery_worker(redis_url, directory, name, concurrency=2, queues=None, 
     env = dict(os.environ, BROKER_URL=redis_url, CELERY_RESULT_BACKEND=redis_url)
     env.update({key: str(value) for key, value in environ.items()})
     command = [
-        sys.executable, "-m", "celery",
-        "-A", "ploneintranet.asynctasks.celerytasks", "worker",
-        "--loglevel", "INFO", "--logfile", log,
-        "--concurrency", str(concurrency), "--hostname", f"{name}@localhost",
-        "--without-gossip", "--without-mingle", "--without-heartbeat",
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "ploneintranet.asynctasks.celerytasks",
+        "worker",
+        "--loglevel",
+        "INFO",
+        "--logfile",
+        log,
+        "--concurrency",
+        str(concurrency),
+        "--hostname",
+        f"{name}@localhost",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
     ]
     if queues:
         command += ["--queues", ",".join(queues)]
@@ -247,9 +271,7 @@ def start_celery_worker(redis_url, directory, name, concurrency=2, queues=None, 
         app = celerytasks.app
         # not a pooled connection: after a Redis restart it can miss replies
         with app.connection_for_write() as connection:
-            return app.control.ping(
-                destination=[f"{name}@localhost"], timeout=0.5, connection=connection
-            )
+            return app.control.ping(destination=[f"{name}@localhost"], timeout=0.5, connection=connection)
 
     try:
         wait_until(answers, 60, message="the Celery worker to answer a ping")
@@ -334,8 +356,12 @@ class CeleryWorkerLayer(Layer):
         self.generation += 1
         self.name = f"asynctasks-test-{os.getpid()}-{self.generation}"
         self.process = start_celery_worker(
-            self.get("broker_url") or self["redis_url"], self.directory, self.name, self.concurrency,
-            imports=self.imports, **{**self.environ, **self.get("celery_environ", {})}
+            self.get("broker_url") or self["redis_url"],
+            self.directory,
+            self.name,
+            self.concurrency,
+            imports=self.imports,
+            **{**self.environ, **self.get("celery_environ", {})},
         )
         self["celery_worker"] = self.process
         self["celery_log"] = os.path.join(self.directory, f"{self.name}.log")
@@ -418,9 +444,7 @@ class RabbitMQLayer(Layer):
 
 RABBITMQ_FIXTURE = RabbitMQLayer(name="ploneintranet.asynctasks:RabbitMQ")
 #: A real Celery worker on the RabbitMQ vhost, results in the private Redis.
-RABBITMQ_WORKER_FIXTURE = CeleryWorkerLayer(
-    bases=(RABBITMQ_FIXTURE,), name="ploneintranet.asynctasks:RabbitMQWorker"
-)
+RABBITMQ_WORKER_FIXTURE = CeleryWorkerLayer(bases=(RABBITMQ_FIXTURE,), name="ploneintranet.asynctasks:RabbitMQWorker")
 
 
 def redis_info(port, section="replication"):
@@ -474,7 +498,8 @@ class RedisSentinels:
         for _ in range(3):
             self.start_sentinel(master)
         wait_until(
-            lambda: redis_info(replica).get("master_link_status") == "up", 30,
+            lambda: redis_info(replica).get("master_link_status") == "up",
+            30,
             message="the replica to sync with the master",
         )
         wait_until(self.ready, 60, interval=0.2, message="the sentinels to know the replica and each other")
@@ -494,13 +519,15 @@ class RedisSentinels:
             )
         self.sentinels[port] = subprocess.Popen(
             [shutil.which("redis-server") or "redis-server", config, "--sentinel"],
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
 
     def ask(self, port, *command):
         """Send a command to the sentinel on ``port``; ``None`` if it does not answer."""
-        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2, socket_connect_timeout=2,
-                             decode_responses=True)
+        client = redis.Redis(
+            host="127.0.0.1", port=port, socket_timeout=2, socket_connect_timeout=2, decode_responses=True
+        )
         try:
             return client.execute_command(*command)
         except redis.RedisError:
@@ -544,6 +571,7 @@ class RedisSentinels:
     def wait_for_failover(self, old, timeout=60):
         """Wait until the sentinels name a master other than port ``old`` and
         it answers as a master; return its port."""
+
         def promoted():
             port = self.master_port()
             return port if port != old and redis_info(port).get("role") == "master" else None
@@ -592,9 +620,7 @@ class RedisSentinelLayer(Layer):
 
 SENTINEL_FIXTURE = RedisSentinelLayer(name="ploneintranet.asynctasks:RedisSentinel")
 #: A real Celery worker on the Sentinel-watched Redis.
-SENTINEL_WORKER_FIXTURE = CeleryWorkerLayer(
-    bases=(SENTINEL_FIXTURE,), name="ploneintranet.asynctasks:SentinelWorker"
-)
+SENTINEL_WORKER_FIXTURE = CeleryWorkerLayer(bases=(SENTINEL_FIXTURE,), name="ploneintranet.asynctasks:SentinelWorker")
 
 
 class AsyncLayer(PloneSandboxLayer):
@@ -614,9 +640,7 @@ class AsyncLayer(PloneSandboxLayer):
 ASYNC_FIXTURE = AsyncLayer()
 
 #: Plone with the add-on, no services: for tests of the Plone side alone.
-ASYNC_INTEGRATION_TESTING = IntegrationTesting(
-    bases=(ASYNC_FIXTURE,), name="ploneintranet.asynctasks:Integration"
-)
+ASYNC_INTEGRATION_TESTING = IntegrationTesting(bases=(ASYNC_FIXTURE,), name="ploneintranet.asynctasks:Integration")
 
 #: The whole pipeline: Plone behind a WSGI server, Redis and a Celery worker.
 ASYNC_FUNCTIONAL_TESTING = FunctionalTesting(
@@ -633,16 +657,21 @@ def start_push_server(port, plone_url, redis_url, directory, **environ):
     Its log is ``directory/push.log``."""
     log = os.path.join(directory, "push.log")
     env = dict(
-        os.environ, BROKER_URL=redis_url, ASYNC_PUSH_REDIS_URL=redis_url,
+        os.environ,
+        BROKER_URL=redis_url,
+        ASYNC_PUSH_REDIS_URL=redis_url,
         ASYNC_PUSH_PLONE_URL=plone_url,
     )
     env.update({key: str(value) for key, value in environ.items()})
     with open(log, "ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "ploneintranet.asynctasks.push",
-             "--port", str(port), "--address", "127.0.0.1"],
-            env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            cwd=directory, start_new_session=True,
+            [sys.executable, "-m", "ploneintranet.asynctasks.push", "--port", str(port), "--address", "127.0.0.1"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=directory,
+            start_new_session=True,
         )
 
     def listens():
@@ -690,8 +719,11 @@ class PushServerLayer(Layer):
 
     def start_server(self):
         self.process = start_push_server(
-            self.port, self.plone_url, self["redis_url"], self.directory,
-            **{**self.environ, **self.get("celery_environ", {})}
+            self.port,
+            self.plone_url,
+            self["redis_url"],
+            self.directory,
+            **{**self.environ, **self.get("celery_environ", {})},
         )
 
     def stop_server(self):

@@ -55,9 +55,7 @@ def resolve_url(context, url, own_port=None):
             resolved = url
         check_http_url(resolved)
     except JobRefused as error:
-        raise AsyncTaskError(
-            f"{error}; give a url relative to the context, such as '@@my-view'"
-        ) from None
+        raise AsyncTaskError(f"{error}; give a url relative to the context, such as '@@my-view'") from None
     site = getSite()
     allowed = origin((site if site is not None else context).absolute_url())
     if origin(resolved) != allowed:
@@ -69,7 +67,7 @@ def resolve_url(context, url, own_port=None):
     for public, internal in portal_url_replacement_mapping().items():
         public = public.rstrip("/")
         if resolved == public or resolved.startswith(public + "/"):
-            resolved = internal.rstrip("/") + resolved[len(public):]
+            resolved = internal.rstrip("/") + resolved[len(public) :]
             break
     check_target(resolved, own_port)
     return resolved

@@ -170,6 +170,7 @@ def header_problem(headers, cookies):
                 return f"the value of {kind} {name} has characters outside Latin-1"
     return None
 
+
 def job_user(headers):
     """The user a job runs as (its :data:`USER_HEADER`), or ``None`` for an
     anonymous job."""

@@ -112,9 +112,7 @@ def dispatch(url, data=None, headers=None, cookies=None):
             allow_redirects=False,
         )
     except requests.RequestException as error:
-        raise DispatchError(
-            f"POST {url} as {user} failed: {type(error).__name__}: {error}"
-        ) from None
+        raise DispatchError(f"POST {url} as {user} failed: {type(error).__name__}: {error}") from None
     elapsed = (time.monotonic() - started) * 1000
     status = response.status_code
     where = f"POST {url} as {user} -> {status} in {elapsed:.0f} ms"

@@ -112,8 +112,7 @@ class AsyncTasksControlPanel(ControlPanelFormWrapper):
             worker = checks.check_worker()
         return [
             _row("Broker (BROKER_URL)", broker["message"], broker["status"]),
-            _row("Result backend (CELERY_RESULT_BACKEND)",
-                 masked_url(celerytasks.app.conf.result_backend)),
+            _row("Result backend (CELERY_RESULT_BACKEND)", masked_url(celerytasks.app.conf.result_backend)),
             _row("Celery worker", worker["message"], worker["status"]),
             _row("Queues (ASYNC_QUEUES)", ", ".join(celeryconfig.ASYNC_QUEUES)),
             _row("Jobs may go to", allowed_description(own_port(self.request))),
@@ -122,4 +121,3 @@ class AsyncTasksControlPanel(ControlPanelFormWrapper):
 
 def _row(name, value, status=""):
     return {"name": name, "value": value, "status": status}
-

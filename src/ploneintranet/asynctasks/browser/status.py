@@ -78,8 +78,10 @@ class AsyncStatusView(BrowserView):
         self.checks = self.run_checks(round_trips)
         self.ok = all(check["status"] in (OK, NOT_RUN) for check in self.checks)
         return {
-            "ok": self.ok, "round_trips": round_trips,
-            "authenticator": createToken(), "checks": self.checks,
+            "ok": self.ok,
+            "round_trips": round_trips,
+            "authenticator": createToken(),
+            "checks": self.checks,
         }
 
     def run_checks(self, round_trips=True):
@@ -103,8 +105,7 @@ class AsyncStatusView(BrowserView):
             checks.append(self.check_http_roundtrip(credentials_ok=checks[0]["status"] == OK))
         else:
             checks += [
-                _check(name, NOT_RUN, "sends a job: press Run the round trips "
-                       "(a POST with your authenticator)")
+                _check(name, NOT_RUN, "sends a job: press Run the round trips (a POST with your authenticator)")
                 for name in ROUND_TRIPS
             ]
         checks.append(self.check_lost_jobs())
@@ -128,13 +129,15 @@ class AsyncStatusView(BrowserView):
     def check_job_token(self):
         if getattr(aq_base(self.context.acl_users), jobtoken.PLUGIN_ID, None) is None:
             return _check(
-                "credentials", FAIL,
+                "credentials",
+                FAIL,
                 f"the job token plugin ({jobtoken.PLUGIN_ID}) is not in acl_users, "
                 "so jobs cannot act as their users: run the upgrade steps of "
                 "ploneintranet.asynctasks in Site Setup > Add-ons",
             )
         return _check(
-            "credentials", OK,
+            "credentials",
+            OK,
             "jobs carry a signed job token, valid for one url for "
             f"{celeryconfig.ASYNC_TOKEN_LIFETIME} s, never your login",
         )
@@ -172,7 +175,8 @@ class AsyncStatusView(BrowserView):
         if not jobs:
             return _check("waiting jobs", OK, "none: the jobs of every save reached the broker")
         return _check(
-            "waiting jobs", WARN,
+            "waiting jobs",
+            WARN,
             f"{jobs} job(s) of saves made while the broker did not answer wait in this "
             f"site's outbox, the oldest for {(time.time() - since) / 60:.0f} min; they are "
             "sent with the first request after the broker answers again",
@@ -231,9 +235,7 @@ class AsyncStatusView(BrowserView):
                 "this url",
             )
         if result.failed():
-            return _check(
-                "http round trip", FAIL, f"the POST to {url} failed: {result.result}"
-            )
+            return _check("http round trip", FAIL, f"the POST to {url} failed: {result.result}")
         # This view wrote nothing: start a new transaction to see the worker's.
         transaction.abort()
         stored = IAnnotations(self.context).get(CHECKSUM_KEY)
@@ -250,7 +252,8 @@ class AsyncStatusView(BrowserView):
         app = celerytasks.app
         if not ledger.keeps_ledger(app) and is_amqp(app.conf.broker_url):
             return _check(
-                "lost jobs", OK,
+                "lost jobs",
+                OK,
                 "RabbitMQ keeps every job until a worker acknowledges it as done, and "
                 "hands it out again when that worker's connection closes: no ledger is needed",
             )
@@ -260,7 +263,8 @@ class AsyncStatusView(BrowserView):
             jobs, missing = ledger.summary(celerytasks.app)
         except AsyncTaskError as error:
             return _check(
-                "lost jobs", WARN,
+                "lost jobs",
+                WARN,
                 f"{error}; without it, a job a killed worker loses is not sent again",
             )
         if missing:
@@ -272,7 +276,8 @@ class AsyncStatusView(BrowserView):
                 "worker log and Troubleshooting, 'vanished from the queues'",
             )
         return _check(
-            "lost jobs", OK,
+            "lost jobs",
+            OK,
             f"none: {jobs} job(s) sent and not finished, each waiting or taken by a worker",
         )
 

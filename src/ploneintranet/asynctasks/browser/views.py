@@ -56,8 +56,7 @@ class ProtectedJobView(BrowserView):
     def has_authenticator(self):
         """True for a POST that carries a CSRF token to verify."""
         return self.request.method == "POST" and bool(
-            self.request.form.get(AUTHENTICATOR_FIELD)
-            or self.request.getHeader("X-CSRF-TOKEN")
+            self.request.form.get(AUTHENTICATOR_FIELD) or self.request.getHeader("X-CSRF-TOKEN")
         )
 
     def form_items(self):
@@ -66,14 +65,11 @@ class ProtectedJobView(BrowserView):
             if name == AUTHENTICATOR_FIELD:
                 continue
             for item in value if isinstance(value, list) else [value]:
-                yield {"name": f"{name}:list" if isinstance(value, list) else name,
-                       "value": item}
+                yield {"name": f"{name}:list" if isinstance(value, list) else name, "value": item}
 
     def run(self):
         """Do the job's work. Return a text for the response, or None."""
-        raise NotImplementedError(
-            f"{type(self).__name__} must implement run() with the job's work"
-        )
+        raise NotImplementedError(f"{type(self).__name__} must implement run() with the job's work")
 
 
 class AbstractAsyncView(ProtectedJobView):

@@ -192,9 +192,7 @@ def remembered():
     annotations = IAnnotations(api.portal.get())
     store = annotations.get(REMEMBERED_KEY)
     if store is None:
-        store = annotations[REMEMBERED_KEY] = PersistentMapping(
-            results=OOBTree(), order=OOBTree()
-        )
+        store = annotations[REMEMBERED_KEY] = PersistentMapping(results=OOBTree(), order=OOBTree())
     return store
 
 

@@ -34,8 +34,7 @@ def verdict(path, limit):
         return f"not a valid zip archive ({error})"
     unpacked = sum(entry.file_size for entry in entries)
     if unpacked > limit:
-        return (f"it unpacks to {unpacked / MIB:,.0f} MiB, more than the "
-                f"{limit / MIB:,.0f} MiB a preview may unpack")
+        return f"it unpacks to {unpacked / MIB:,.0f} MiB, more than the {limit / MIB:,.0f} MiB a preview may unpack"
     for entry in entries:
         name = entry.filename.lower()
         if name.endswith(MACRO_SUFFIXES) or name.startswith(MACRO_PREFIXES):

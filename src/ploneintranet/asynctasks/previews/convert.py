@@ -26,7 +26,9 @@ MIB = 1024 * 1024
 UNSHARE_OPTIONS = (("--net",), ("--map-current-user", "--net"))
 #: Debian packages of the commands we run, for the error that one is missing.
 PACKAGES = {
-    "pdftoppm": "poppler-utils", "prlimit": "util-linux", "unshare": "util-linux",
+    "pdftoppm": "poppler-utils",
+    "prlimit": "util-linux",
+    "unshare": "util-linux",
     "soffice": "libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui",
 }
 
@@ -48,8 +50,7 @@ def first_page_png(pdf):
         with open(os.path.join(directory, "source.pdf"), "wb") as out:
             out.write(pdf)
         run_converter(
-            ["pdftoppm", "-png", "-f", "1", "-l", "1", "-scale-to", "800",
-             "-singlefile", "source.pdf", "page"],
+            ["pdftoppm", "-png", "-f", "1", "-l", "1", "-scale-to", "800", "-singlefile", "source.pdf", "page"],
             directory,
         )
         try:
@@ -79,14 +80,16 @@ def run_converter(argv, directory, timeout=None, memory_mb=None):
     memory_mb = celeryconfig.ASYNC_PREVIEW_MEMORY_MB if memory_mb is None else memory_mb
     name, program = os.path.basename(argv[0]), required(argv[0])
     # limits by prlimit(1) and a session by setsid: no preexec_fn in threaded Zope
-    limits = [f"--as={memory_mb * MIB}", f"--fsize={memory_mb * MIB}",
-              f"--cpu={math.ceil(timeout) + 1}", "--core=0"]
-    command = [*no_network_prefix(), required("prlimit"), *limits, "--",
-               program, *argv[1:]]
+    limits = [f"--as={memory_mb * MIB}", f"--fsize={memory_mb * MIB}", f"--cpu={math.ceil(timeout) + 1}", "--core=0"]
+    command = [*no_network_prefix(), required("prlimit"), *limits, "--", program, *argv[1:]]
     with tempfile.TemporaryFile() as output:  # a file: a chatty converter fills no pipe
         process = subprocess.Popen(
-            command, cwd=directory, env=converter_environment(directory),
-            stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+            command,
+            cwd=directory,
+            env=converter_environment(directory),
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         try:
@@ -105,8 +108,7 @@ def run_converter(argv, directory, timeout=None, memory_mb=None):
 
 def converter_environment(directory):
     """The environment of a converter that works in ``directory``."""
-    return {"PATH": os.environ.get("PATH", os.defpath), "LANG": "C.UTF-8",
-            "HOME": directory, "TMPDIR": directory}
+    return {"PATH": os.environ.get("PATH", os.defpath), "LANG": "C.UTF-8", "HOME": directory, "TMPDIR": directory}
 
 
 def no_network_prefix():
@@ -116,8 +118,11 @@ def no_network_prefix():
     unshare = required("unshare")
     for options in UNSHARE_OPTIONS:
         probe = subprocess.run(
-            [unshare, *options, "true"], stdin=subprocess.DEVNULL,
-            capture_output=True, timeout=10, check=False,
+            [unshare, *options, "true"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=10,
+            check=False,
         )
         if probe.returncode == 0:
             return [unshare, *options, "--"]

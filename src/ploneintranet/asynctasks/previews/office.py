@@ -63,17 +63,15 @@ Format = namedtuple("Format", "filter export zipped content_types")
 OOXML = "application/vnd.openxmlformats-officedocument"
 ODF = "application/vnd.oasis.opendocument"
 FORMATS = {
-    "docx": Format("MS Word 2007 XML", "writer_pdf_Export", True,
-                   (f"{OOXML}.wordprocessingml.document",)),
-    "xlsx": Format("Calc MS Excel 2007 XML", "calc_pdf_Export", True,
-                   (f"{OOXML}.spreadsheetml.sheet",)),
-    "pptx": Format("Impress MS PowerPoint 2007 XML", "impress_pdf_Export", True,
-                   (f"{OOXML}.presentationml.presentation",)),
+    "docx": Format("MS Word 2007 XML", "writer_pdf_Export", True, (f"{OOXML}.wordprocessingml.document",)),
+    "xlsx": Format("Calc MS Excel 2007 XML", "calc_pdf_Export", True, (f"{OOXML}.spreadsheetml.sheet",)),
+    "pptx": Format(
+        "Impress MS PowerPoint 2007 XML", "impress_pdf_Export", True, (f"{OOXML}.presentationml.presentation",)
+    ),
     "odt": Format("writer8", "writer_pdf_Export", True, (f"{ODF}.text",)),
     "ods": Format("calc8", "calc_pdf_Export", True, (f"{ODF}.spreadsheet",)),
     "odp": Format("impress8", "impress_pdf_Export", True, (f"{ODF}.presentation",)),
-    "rtf": Format("Rich Text Format", "writer_pdf_Export", False,
-                  ("application/rtf", "text/rtf", "text/richtext")),
+    "rtf": Format("Rich Text Format", "writer_pdf_Export", False, ("application/rtf", "text/rtf", "text/richtext")),
 }
 
 
@@ -139,9 +137,19 @@ def libreoffice_pdf(directory, source, known):
     soffice = required("soffice")
     profile = Path(directory, "profile").as_uri()
     command = [
-        soffice, "--headless", "--norestore", "--nolockcheck", "--nologo", "--nodefault",
-        f"-env:UserInstallation={profile}", f"--infilter={known.filter}",
-        "--convert-to", f"pdf:{known.export}:{FIRST_PAGE}", "--outdir", "pdf", source,
+        soffice,
+        "--headless",
+        "--norestore",
+        "--nolockcheck",
+        "--nologo",
+        "--nodefault",
+        f"-env:UserInstallation={profile}",
+        f"--infilter={known.filter}",
+        "--convert-to",
+        f"pdf:{known.export}:{FIRST_PAGE}",
+        "--outdir",
+        "pdf",
+        source,
     ]
     with turn():
         said = run_converter(command, directory)

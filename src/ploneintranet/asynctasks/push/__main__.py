@@ -21,9 +21,7 @@ logger = logging.getLogger("ploneintranet.asynctasks.push")
 async def serve(port, address):
     """Serve sockets until SIGTERM or SIGINT."""
     channels = Channels(celeryconfig.ASYNC_PUSH_REDIS_URL)
-    app = make_app(
-        channels, celeryconfig.ASYNC_PUSH_PLONE_URL, celeryconfig.ASYNC_PUSH_ALLOWED_ORIGINS
-    )
+    app = make_app(channels, celeryconfig.ASYNC_PUSH_PLONE_URL, celeryconfig.ASYNC_PUSH_ALLOWED_ORIGINS)
     server = listen(app, port, address)
     delivering = asyncio.ensure_future(channels.run())
     stop = asyncio.Event()
@@ -32,7 +30,9 @@ async def serve(port, address):
         loop.add_signal_handler(sig, stop.set)
     logger.info(
         "push server on ws://%s:%s/push, authenticating against %s, Redis %s",
-        address, port, celeryconfig.ASYNC_PUSH_PLONE_URL,
+        address,
+        port,
+        celeryconfig.ASYNC_PUSH_PLONE_URL,
         masked_url(celeryconfig.ASYNC_PUSH_REDIS_URL),
     )
     await stop.wait()

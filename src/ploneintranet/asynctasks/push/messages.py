@@ -40,9 +40,7 @@ def redis_connection(url=None):
 def publish(userid, task, status, snippet_url="", target="", url=None):
     """Publish a message to ``userid``'s channel; return how many push
     servers received it (0: the user has no open socket)."""
-    message = json.dumps(
-        {"task": task, "status": status, "snippet_url": snippet_url, "target": target}
-    )
+    message = json.dumps({"task": task, "status": status, "snippet_url": snippet_url, "target": target})
     return redis_connection(url).publish(channel(userid), message)
 
 
@@ -72,9 +70,7 @@ def publish_job(task, status, data, headers):
         return 0
     data = data or {}
     try:
-        return publish(
-            userid, task, status, data.get(SNIPPET_URL_FIELD, ""), data.get(TARGET_FIELD, "")
-        )
+        return publish(userid, task, status, data.get(SNIPPET_URL_FIELD, ""), data.get(TARGET_FIELD, ""))
     except redis.RedisError as error:
         logger.warning("could not push %s of %s to %s: %s", status, task, userid, error)
         return 0

@@ -81,9 +81,7 @@ class Channels:
 
     def __init__(self, redis_url, options=None):
         # a sentinel:// url follows the master named in the transport options
-        self.redis = async_client_for(
-            redis_url, celeryconfig.ASYNC_PUSH_REDIS_OPTIONS if options is None else options
-        )
+        self.redis = async_client_for(redis_url, celeryconfig.ASYNC_PUSH_REDIS_OPTIONS if options is None else options)
         self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         self.sockets = {}
         self.lock = asyncio.Lock()
@@ -176,8 +174,9 @@ class PushSocket(websocket.WebSocketHandler):
         name = channel(self.userid)
         if not await self.channels.add(name, self, self.max_sockets):
             logger.warning(
-                "refused a socket for %s: %d sockets open already "
-                "(ASYNC_PUSH_MAX_SOCKETS_PER_USER)", self.userid, self.max_sockets,
+                "refused a socket for %s: %d sockets open already (ASYNC_PUSH_MAX_SOCKETS_PER_USER)",
+                self.userid,
+                self.max_sockets,
             )
             raise web.HTTPError(429, "too many sockets")
         self.channel = name
@@ -255,6 +254,10 @@ def listen(app, port, address):
     """
     timeout = celeryconfig.ASYNC_PUSH_UPGRADE_TIMEOUT
     return app.listen(
-        port, address, xheaders=False,
-        idle_connection_timeout=timeout, body_timeout=timeout, max_body_size=0,
+        port,
+        address,
+        xheaders=False,
+        idle_connection_timeout=timeout,
+        body_timeout=timeout,
+        max_body_size=0,
     )

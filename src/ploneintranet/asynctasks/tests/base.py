@@ -27,9 +27,7 @@ class PipelineTestCase(unittest.TestCase):
         self.portal_url = self.portal.absolute_url()
         self.owner = (SITE_OWNER_NAME, SITE_OWNER_PASSWORD)
         setRoles(self.portal, "test_user_1_", ["Manager"])
-        self.doc = api.content.create(
-            container=self.portal, type="Document", id="doc", title="Plain page"
-        )
+        self.doc = api.content.create(container=self.portal, type="Document", id="doc", title="Plain page")
         transaction.commit()
         self.doc_url = self.doc.absolute_url()
 

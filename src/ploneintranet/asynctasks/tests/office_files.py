@@ -22,12 +22,20 @@ WORD = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
 SHEET = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
 SLIDE = "http://schemas.openxmlformats.org/presentationml/2006/main"
 DRAWING = "http://schemas.openxmlformats.org/drawingml/2006/main"
-ODF_NAMESPACES = " ".join(
-    f'xmlns:{prefix}="urn:oasis:names:tc:opendocument:xmlns:{name}:1.0"'
-    for prefix, name in (("office", "office"), ("text", "text"), ("table", "table"),
-                         ("draw", "drawing"), ("svg", "svg-compatible"),
-                         ("script", "script"))
-) + ' xmlns:xlink="http://www.w3.org/1999/xlink"'
+ODF_NAMESPACES = (
+    " ".join(
+        f'xmlns:{prefix}="urn:oasis:names:tc:opendocument:xmlns:{name}:1.0"'
+        for prefix, name in (
+            ("office", "office"),
+            ("text", "text"),
+            ("table", "table"),
+            ("draw", "drawing"),
+            ("svg", "svg-compatible"),
+            ("script", "script"),
+        )
+    )
+    + ' xmlns:xlink="http://www.w3.org/1999/xlink"'
+)
 MANIFEST = "urn:oasis:names:tc:opendocument:xmlns:manifest:1.0"
 CONTENT_TYPES = {
     "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
@@ -77,8 +85,10 @@ def relationships(*targets):
 
 
 def word_document(body):
-    return (f'<?xml version="1.0" encoding="UTF-8"?><w:document xmlns:w="{WORD}" '
-            f'xmlns:r="{OFFICE_RELS}"><w:body>{body}</w:body></w:document>')
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?><w:document xmlns:w="{WORD}" '
+        f'xmlns:r="{OFFICE_RELS}"><w:body>{body}</w:body></w:document>'
+    )
 
 
 def word_paragraph(text):
@@ -88,33 +98,37 @@ def word_paragraph(text):
 def docx(text="Hello docx"):
     """A Word document of one paragraph."""
     main = "application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"
-    return archive({
-        "[Content_Types].xml": ooxml_types(("word/document.xml", main)),
-        "_rels/.rels": relationships(("officeDocument", "word/document.xml")),
-        "word/document.xml": word_document(word_paragraph(text)),
-    })
+    return archive(
+        {
+            "[Content_Types].xml": ooxml_types(("word/document.xml", main)),
+            "_rels/.rels": relationships(("officeDocument", "word/document.xml")),
+            "word/document.xml": word_document(word_paragraph(text)),
+        }
+    )
 
 
 def xlsx(text="Hello xlsx"):
     """A workbook of one sheet, ``text`` in A1."""
     base = "application/vnd.openxmlformats-officedocument.spreadsheetml"
-    return archive({
-        "[Content_Types].xml": ooxml_types(
-            ("xl/workbook.xml", f"{base}.sheet.main+xml"),
-            ("xl/worksheets/sheet1.xml", f"{base}.worksheet+xml"),
-        ),
-        "_rels/.rels": relationships(("officeDocument", "xl/workbook.xml")),
-        "xl/workbook.xml": (
-            f'<?xml version="1.0" encoding="UTF-8"?><workbook xmlns="{SHEET}" xmlns:r="{OFFICE_RELS}">'
-            '<sheets><sheet name="One" sheetId="1" r:id="rId1"/></sheets></workbook>'
-        ),
-        "xl/_rels/workbook.xml.rels": relationships(("worksheet", "worksheets/sheet1.xml")),
-        "xl/worksheets/sheet1.xml": (
-            f'<?xml version="1.0" encoding="UTF-8"?><worksheet xmlns="{SHEET}"><sheetData>'
-            f'<row r="1"><c r="A1" t="inlineStr"><is><t>{text}</t></is></c></row>'
-            "</sheetData></worksheet>"
-        ),
-    })
+    return archive(
+        {
+            "[Content_Types].xml": ooxml_types(
+                ("xl/workbook.xml", f"{base}.sheet.main+xml"),
+                ("xl/worksheets/sheet1.xml", f"{base}.worksheet+xml"),
+            ),
+            "_rels/.rels": relationships(("officeDocument", "xl/workbook.xml")),
+            "xl/workbook.xml": (
+                f'<?xml version="1.0" encoding="UTF-8"?><workbook xmlns="{SHEET}" xmlns:r="{OFFICE_RELS}">'
+                '<sheets><sheet name="One" sheetId="1" r:id="rId1"/></sheets></workbook>'
+            ),
+            "xl/_rels/workbook.xml.rels": relationships(("worksheet", "worksheets/sheet1.xml")),
+            "xl/worksheets/sheet1.xml": (
+                f'<?xml version="1.0" encoding="UTF-8"?><worksheet xmlns="{SHEET}"><sheetData>'
+                f'<row r="1"><c r="A1" t="inlineStr"><is><t>{text}</t></is></c></row>'
+                "</sheetData></worksheet>"
+            ),
+        }
+    )
 
 
 def pptx(text="Hello pptx"):
@@ -127,24 +141,26 @@ def pptx(text="Hello pptx"):
         '<a:prstGeom prst="rect"><a:avLst/></a:prstGeom></p:spPr>'
         f'<p:txBody><a:bodyPr/><a:p><a:r><a:rPr sz="4800"/><a:t>{text}</a:t></a:r></a:p></p:txBody></p:sp>'
     )
-    return archive({
-        "[Content_Types].xml": ooxml_types(
-            ("ppt/presentation.xml", f"{base}.presentation.main+xml"),
-            ("ppt/slides/slide1.xml", f"{base}.slide+xml"),
-        ),
-        "_rels/.rels": relationships(("officeDocument", "ppt/presentation.xml")),
-        "ppt/presentation.xml": (
-            f'<?xml version="1.0" encoding="UTF-8"?><p:presentation {names}>'
-            '<p:sldIdLst><p:sldId id="256" r:id="rId1"/></p:sldIdLst>'
-            '<p:sldSz cx="9144000" cy="6858000"/><p:notesSz cx="6858000" cy="9144000"/></p:presentation>'
-        ),
-        "ppt/_rels/presentation.xml.rels": relationships(("slide", "slides/slide1.xml")),
-        "ppt/slides/slide1.xml": (
-            f'<?xml version="1.0" encoding="UTF-8"?><p:sld {names}><p:cSld><p:spTree>'
-            '<p:nvGrpSpPr><p:cNvPr id="1" name=""/><p:cNvGrpSpPr/><p:nvPr/></p:nvGrpSpPr>'
-            f"<p:grpSpPr/>{shape}</p:spTree></p:cSld></p:sld>"
-        ),
-    })
+    return archive(
+        {
+            "[Content_Types].xml": ooxml_types(
+                ("ppt/presentation.xml", f"{base}.presentation.main+xml"),
+                ("ppt/slides/slide1.xml", f"{base}.slide+xml"),
+            ),
+            "_rels/.rels": relationships(("officeDocument", "ppt/presentation.xml")),
+            "ppt/presentation.xml": (
+                f'<?xml version="1.0" encoding="UTF-8"?><p:presentation {names}>'
+                '<p:sldIdLst><p:sldId id="256" r:id="rId1"/></p:sldIdLst>'
+                '<p:sldSz cx="9144000" cy="6858000"/><p:notesSz cx="6858000" cy="9144000"/></p:presentation>'
+            ),
+            "ppt/_rels/presentation.xml.rels": relationships(("slide", "slides/slide1.xml")),
+            "ppt/slides/slide1.xml": (
+                f'<?xml version="1.0" encoding="UTF-8"?><p:sld {names}><p:cSld><p:spTree>'
+                '<p:nvGrpSpPr><p:cNvPr id="1" name=""/><p:cNvGrpSpPr/><p:nvPr/></p:nvGrpSpPr>'
+                f"<p:grpSpPr/>{shape}</p:spTree></p:cSld></p:sld>"
+            ),
+        }
+    )
 
 
 def odf_manifest(kind, entries=""):
@@ -156,22 +172,26 @@ def odf_manifest(kind, entries=""):
 
 
 def odf_content(body):
-    return (f'<?xml version="1.0" encoding="UTF-8"?><office:document-content {ODF_NAMESPACES} '
-            f'office:version="1.2"><office:body>{body}</office:body></office:document-content>')
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?><office:document-content {ODF_NAMESPACES} '
+        f'office:version="1.2"><office:body>{body}</office:body></office:document-content>'
+    )
 
 
 def content_entry(extra=""):
-    return (f'<manifest:file-entry manifest:full-path="content.xml" '
-            f'manifest:media-type="text/xml"{extra}</manifest:file-entry>' if extra else
-            '<manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/>')
+    return (
+        f'<manifest:file-entry manifest:full-path="content.xml" '
+        f'manifest:media-type="text/xml"{extra}</manifest:file-entry>'
+        if extra
+        else '<manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/>'
+    )
 
 
 def odf(kind, body, extra_parts=None, manifest_entries=None):
     """An OpenDocument package of ``kind`` (odt, ods, odp) whose content is ``body``."""
     entries = content_entry() if manifest_entries is None else manifest_entries
     return archive(
-        {"content.xml": odf_content(body), "META-INF/manifest.xml": odf_manifest(kind, entries),
-         **(extra_parts or {})},
+        {"content.xml": odf_content(body), "META-INF/manifest.xml": odf_manifest(kind, entries), **(extra_parts or {})},
         stored_first=("mimetype", CONTENT_TYPES[kind]),
     )
 
@@ -183,20 +203,26 @@ def odt(text="Hello odt"):
 
 def ods(text="Hello ods"):
     """A spreadsheet, ``text`` in A1."""
-    return odf("ods", (
-        '<office:spreadsheet><table:table table:name="One"><table:table-row>'
-        f'<table:table-cell office:value-type="string"><text:p>{text}</text:p></table:table-cell>'
-        "</table:table-row></table:table></office:spreadsheet>"
-    ))
+    return odf(
+        "ods",
+        (
+            '<office:spreadsheet><table:table table:name="One"><table:table-row>'
+            f'<table:table-cell office:value-type="string"><text:p>{text}</text:p></table:table-cell>'
+            "</table:table-row></table:table></office:spreadsheet>"
+        ),
+    )
 
 
 def odp(text="Hello odp"):
     """A presentation of one page with a text frame."""
-    return odf("odp", (
-        '<office:presentation><draw:page draw:name="One"><draw:frame svg:x="2cm" svg:y="2cm" '
-        f'svg:width="20cm" svg:height="5cm"><draw:text-box><text:p>{text}</text:p>'
-        "</draw:text-box></draw:frame></draw:page></office:presentation>"
-    ))
+    return odf(
+        "odp",
+        (
+            '<office:presentation><draw:page draw:name="One"><draw:frame svg:x="2cm" svg:y="2cm" '
+            f'svg:width="20cm" svg:height="5cm"><draw:text-box><text:p>{text}</text:p>'
+            "</draw:text-box></draw:frame></draw:page></office:presentation>"
+        ),
+    )
 
 
 def rtf(text="Hello rtf"):
@@ -243,10 +269,14 @@ def linked_odt(url, macro=False):
     embedded: LibreOffice fetches it while it converts, if it can reach
     ``url``. With ``macro``, a Basic macro bound to its opening, too."""
     listener = (
-        '<office:event-listeners><script:event-listener script:language="ooo:script" '
-        'script:event-name="dom:load" xlink:href="vnd.sun.star.script:Standard.Module1.Main'
-        '?language=Basic&amp;location=document"/></office:event-listeners>'
-    ) if macro else ""
+        (
+            '<office:event-listeners><script:event-listener script:language="ooo:script" '
+            'script:event-name="dom:load" xlink:href="vnd.sun.star.script:Standard.Module1.Main'
+            '?language=Basic&amp;location=document"/></office:event-listeners>'
+        )
+        if macro
+        else ""
+    )
     body = (
         f"<office:text>{listener}<text:p>Linked picture</text:p><text:p>"
         '<draw:frame svg:width="5cm" svg:height="5cm" text:anchor-type="as-char">'
@@ -262,11 +292,9 @@ def linked_odt(url, macro=False):
         "End Sub</script:module>"
     )
     entries = content_entry() + (
-        '<manifest:file-entry manifest:full-path="Basic/Standard/Module1.xml" '
-        'manifest:media-type="text/xml"/>'
+        '<manifest:file-entry manifest:full-path="Basic/Standard/Module1.xml" manifest:media-type="text/xml"/>'
     )
-    return odf("odt", body, manifest_entries=entries,
-               extra_parts={"Basic/Standard/Module1.xml": module})
+    return odf("odt", body, manifest_entries=entries, extra_parts={"Basic/Standard/Module1.xml": module})
 
 
 def encrypted_odt(password="secret"):
@@ -284,7 +312,9 @@ def encrypted_odt(password="secret"):
     key = hashlib.pbkdf2_hmac("sha1", start_key, salt, 100_000, 32)
     encrypted = subprocess.run(
         [openssl, "enc", "-aes-256-cbc", "-K", key.hex(), "-iv", iv.hex()],
-        input=compressed, capture_output=True, check=True,
+        input=compressed,
+        capture_output=True,
+        check=True,
     ).stdout
     checksum = hashlib.sha256(compressed[:1024]).digest()
 
@@ -293,11 +323,11 @@ def encrypted_odt(password="secret"):
 
     encryption = (
         f' manifest:size="{len(plain)}">'
-        '<manifest:encryption-data manifest:checksum-type='
+        "<manifest:encryption-data manifest:checksum-type="
         f'"urn:oasis:names:tc:opendocument:xmlns:manifest:1.0#sha256-1k" manifest:checksum="{b64(checksum)}">'
         '<manifest:algorithm manifest:algorithm-name="http://www.w3.org/2001/04/xmlenc#aes256-cbc" '
         f'manifest:initialisation-vector="{b64(iv)}"/>'
-        '<manifest:start-key-generation manifest:start-key-generation-name='
+        "<manifest:start-key-generation manifest:start-key-generation-name="
         '"http://www.w3.org/2000/09/xmldsig#sha256" manifest:key-size="32"/>'
         '<manifest:key-derivation manifest:key-derivation-name="PBKDF2" manifest:key-size="32" '
         f'manifest:iteration-count="100000" manifest:salt="{b64(salt)}"/>'

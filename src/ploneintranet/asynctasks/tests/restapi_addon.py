@@ -33,9 +33,11 @@ def record_job_request(event):
     if not task:
         return
     context = getattr(request.get("PUBLISHED"), "context", None)
-    JOB_REQUESTS.append({
-        "url": request.getURL(),
-        "task": task,
-        "user": getSecurityManager().getUser().getId(),
-        "title": getattr(context, "title", None),
-    })
+    JOB_REQUESTS.append(
+        {
+            "url": request.getURL(),
+            "task": task,
+            "user": getSecurityManager().getUser().getId(),
+            "title": getattr(context, "title", None),
+        }
+    )

@@ -30,9 +30,7 @@ RESTAPI_FIXTURE = RestApiLayer()
 #: A WSGI server started once plone.restapi is set up. The shared
 #: WSGI_SERVER_FIXTURE stays up between layers: after the push tests it
 #: answered 404 to plone.restapi's services for its first requests.
-RESTAPI_WSGI_SERVER = WSGIServer(
-    bases=(RESTAPI_FIXTURE,), name="ploneintranet.asynctasks:RestApiWSGIServer"
-)
+RESTAPI_WSGI_SERVER = WSGIServer(bases=(RESTAPI_FIXTURE,), name="ploneintranet.asynctasks:RestApiWSGIServer")
 
 #: plone.restapi's site behind a WSGI server, with Redis and a Celery worker.
 RESTAPI_TESTING = FunctionalTesting(

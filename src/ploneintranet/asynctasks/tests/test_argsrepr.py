@@ -104,8 +104,10 @@ class ArgsreprTestCase(PipelineTestCase):
         """Enqueue a Post to ``@@test-record-job`` that also carries a fake
         ``__ac`` cookie (as with ``ASYNC_CREDENTIALS=forward``)."""
         return tasks.Post(self.doc, request)(
-            url="@@test-record-job", data={"note": uuid.uuid4().hex},
-            cookies={"__ac": FAKE_COOKIE}, **options,
+            url="@@test-record-job",
+            data={"note": uuid.uuid4().hex},
+            cookies={"__ac": FAKE_COOKIE},
+            **options,
         )
 
     def assert_shows_url_only(self, message):

@@ -29,8 +29,11 @@ def settings_of(**environ):
     """Read the settings in a fresh interpreter with ``environ``; return
     ``(exit status, the settings or the output)``."""
     result = subprocess.run(
-        [sys.executable, "-c", SHOW], env=dict(CLEAN, **environ),
-        capture_output=True, text=True, timeout=60,
+        [sys.executable, "-c", SHOW],
+        env=dict(CLEAN, **environ),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     if result.returncode:
         return result.returncode, result.stdout + result.stderr
@@ -97,14 +100,17 @@ class TestBrokerSettings(unittest.TestCase):
         self.assertRefused(["CELERY_RESULT_BACKEND", "redis://"], BROKER_URL=AMQP)
         output = self.assertRefused(
             ["debounced jobs", "previews", "CELERY_RESULT_BACKEND=rpc://"],
-            BROKER_URL=AMQP, CELERY_RESULT_BACKEND="rpc://",
+            BROKER_URL=AMQP,
+            CELERY_RESULT_BACKEND="rpc://",
         )
         self.assertNotIn(":pw@", output)
 
     def test_a_job_longer_than_rabbitmqs_consumer_timeout_is_refused(self):
         self.assertRefused(
             ["ASYNC_READ_TIMEOUT=2000", "consumer_timeout"],
-            BROKER_URL=AMQP, CELERY_RESULT_BACKEND="redis://cache:6379/3", ASYNC_READ_TIMEOUT="2000",
+            BROKER_URL=AMQP,
+            CELERY_RESULT_BACKEND="redis://cache:6379/3",
+            ASYNC_READ_TIMEOUT="2000",
         )
 
     def test_transport_options_must_be_a_json_object(self):
@@ -118,8 +124,9 @@ class TestBrokerSettings(unittest.TestCase):
 
     def test_other_brokers_and_a_key_prefix_are_refused(self):
         self.assertRefused(["sqs://", "amqp://", "sentinel://"], BROKER_URL="sqs://")
-        self.assertRefused(["global_keyprefix", "database of its own"],
-                           BROKER_TRANSPORT_OPTIONS='{"global_keyprefix": "site1:"}')
+        self.assertRefused(
+            ["global_keyprefix", "database of its own"], BROKER_TRANSPORT_OPTIONS='{"global_keyprefix": "site1:"}'
+        )
 
 
 class TestRedisClients(unittest.TestCase):
@@ -133,8 +140,10 @@ class TestRedisClients(unittest.TestCase):
         pool = client.connection_pool
         self.assertEqual(pool.service_name, "mymaster")
         self.assertEqual(
-            [(s.connection_pool.connection_kwargs["host"], s.connection_pool.connection_kwargs["port"])
-             for s in pool.sentinel_manager.sentinels],
+            [
+                (s.connection_pool.connection_kwargs["host"], s.connection_pool.connection_kwargs["port"])
+                for s in pool.sentinel_manager.sentinels
+            ],
             [("10.0.0.1", 26379), ("10.0.0.2", 26380), ("10.0.0.3", 26379)],
         )
         # one client per url and master, whatever other options the broker has
@@ -149,8 +158,10 @@ class TestRedisClients(unittest.TestCase):
         with mock.patch.dict(app.conf, conf):
             store = broker.key_store(app, needed_for="debounce")
             self.assertEqual(store.connection_pool.connection_kwargs["db"], 5)
-        with mock.patch.dict(app.conf, dict(conf, result_backend="rpc://")), \
-                self.assertRaises(AsyncTaskError) as raised:
+        with (
+            mock.patch.dict(app.conf, dict(conf, result_backend="rpc://")),
+            self.assertRaises(AsyncTaskError) as raised,
+        ):
             broker.key_store(app, needed_for="debounce")
         self.assertIn("debounce keeps its keys in Redis", str(raised.exception))
         self.assertIn("CELERY_RESULT_BACKEND", str(raised.exception))

@@ -11,10 +11,16 @@ def read_settings(**environ):
     """Import celeryconfig in a fresh interpreter with ``environ``; return
     ``(exit status, output)``."""
     result = subprocess.run(
-        [sys.executable, "-c",
-         "import ploneintranet.asynctasks.celeryconfig as c; "
-         "print(c.ASYNC_SWEEP_INTERVAL, c.ASYNC_ALLOWED_ORIGINS, c.ASYNC_PUSH_ALLOWED_ORIGINS)"],
-        env=dict(os.environ, **environ), capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-c",
+            "import ploneintranet.asynctasks.celeryconfig as c; "
+            "print(c.ASYNC_SWEEP_INTERVAL, c.ASYNC_ALLOWED_ORIGINS, c.ASYNC_PUSH_ALLOWED_ORIGINS)",
+        ],
+        env=dict(os.environ, **environ),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     return result.returncode, result.stdout + result.stderr
 

@@ -96,15 +96,11 @@ class TestMakeRunSiteIsStyled(unittest.TestCase):
 
     def setUp(self):
         if not shutil.which(CHROMIUM):
-            raise RuntimeError(
-                f"{CHROMIUM} is missing: run 'make chromium' (or 'apt-get install chromium' as root)"
-            )
+            raise RuntimeError(f"{CHROMIUM} is missing: run 'make chromium' (or 'apt-get install chromium' as root)")
         site = self.layer["app"][self.layer["make_run_site"]]
         self.portal_url = site.absolute_url()
         self.playwright = sync_playwright().start()
-        self.browser = self.playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
+        self.browser = self.playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         self.page = self.browser.new_context().new_page()
         self.page.set_default_timeout(PAGE_TIMEOUT)
 
@@ -119,8 +115,7 @@ class TestMakeRunSiteIsStyled(unittest.TestCase):
         page.fill('input[name="__ac_password"]', "secret-boss")
         with page.expect_navigation():
             page.click('[name="buttons.login"]')
-        self.assertTrue(any(cookie["name"] == "__ac" for cookie in page.context.cookies()),
-                        "boss could not log in")
+        self.assertTrue(any(cookie["name"] == "__ac" for cookie in page.context.cookies()), "boss could not log in")
 
     def test_the_pages_have_the_classic_ui_theme(self):
         self.log_in()
@@ -141,7 +136,8 @@ class TestMakeRunSiteIsStyled(unittest.TestCase):
         self.assertGreater(cell["borderBottomWidth"], 0, cell)
         self.assertEqual(self.page.evaluate(STYLE_OF, "#async-status-checks")["display"], "table")
         self.assertEqual(
-            self.page.locator("#async-status-checks tbody tr").count(), len(CHECKS),
+            self.page.locator("#async-status-checks tbody tr").count(),
+            len(CHECKS),
             "the table shows every check",
         )
         self.assertEqual(

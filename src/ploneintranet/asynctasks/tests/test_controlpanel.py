@@ -39,8 +39,7 @@ class TestControlPanel(unittest.TestCase):
         page = lxml.html.fromstring(self.browser.contents)
         rows = page.xpath('//table[@id="async-environment-settings"]/tbody/tr')
         return {
-            row.xpath("string(th)").strip(): (row.xpath("string(td[1])").strip(),
-                                              row.xpath("string(td[2])").strip())
+            row.xpath("string(th)").strip(): (row.xpath("string(td[1])").strip(), row.xpath("string(td[2])").strip())
             for row in rows
         }
 
@@ -67,8 +66,11 @@ class TestControlPanel(unittest.TestCase):
         self.assertIn("form.widgets.previews_enabled:list", names)
         self.assertIn(f"{MAPPING}.count", names)
         self.assertEqual(
-            [name for name in names if any(word in name.lower() for word in
-                                           ("broker", "backend", "worker", "queue", "origin"))],
+            [
+                name
+                for name in names
+                if any(word in name.lower() for word in ("broker", "backend", "worker", "queue", "origin"))
+            ],
             [],
         )
 
@@ -88,9 +90,7 @@ class TestControlPanel(unittest.TestCase):
         broker, status = self.environment()["Broker (BROKER_URL)"]
         self.assertEqual(status, "FAIL")
         self.assertIn("redis://:***@127.0.0.1:", broker)
-        self.assertEqual(
-            self.environment()["Celery worker"], ("not asked: the broker is unreachable", "FAIL")
-        )
+        self.assertEqual(self.environment()["Celery worker"], ("not asked: the broker is unreachable", "FAIL"))
 
     def test_saving_the_form_changes_the_records(self):
         self.browser.open(self.panel_url)
@@ -122,10 +122,8 @@ class TestControlPanel(unittest.TestCase):
         self.assertEqual(api.portal.get_registry_record(REPLACEMENT_MAPPING_RECORD), {})
 
     def test_a_site_administrator_may_not_open_it(self):
-        api.user.create(email="sam@example.com", username="sam", password="secret-sam",
-                        roles=["Site Administrator"])
+        api.user.create(email="sam@example.com", username="sam", password="secret-sam", roles=["Site Administrator"])
         transaction.commit()
-        response = requests.get(self.panel_url, auth=("sam", "secret-sam"), timeout=60,
-                                allow_redirects=False)
+        response = requests.get(self.panel_url, auth=("sam", "secret-sam"), timeout=60, allow_redirects=False)
         self.assertIn(response.status_code, (302, 401, 403))
         self.assertNotIn("Portal url replacement mapping", response.text)

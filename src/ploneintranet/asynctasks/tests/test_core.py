@@ -62,9 +62,7 @@ class TestResolveUrl(CoreTestCase):
 
     def test_relative_urls_are_relative_to_the_context(self):
         for url in ("@@view", "/@@view"):
-            self.assertEqual(
-                resolve_url(self.folder, url), "http://nohost/plone/folder/@@view"
-            )
+            self.assertEqual(resolve_url(self.folder, url), "http://nohost/plone/folder/@@view")
 
     def test_absolute_url_on_the_portal_is_kept(self):
         url = "http://nohost/plone/other/@@view?x=1"
@@ -83,7 +81,6 @@ class TestResolveUrl(CoreTestCase):
             with self.subTest(url=url), self.assertRaises(AsyncTaskError) as raised:
                 resolve_url(self.folder, url)
             self.assertIn("relative", str(raised.exception))
-
 
     def test_without_allowed_origins_only_this_machine_on_plones_port(self):
         self.configure(ASYNC_ALLOWED_ORIGINS=[])
@@ -140,8 +137,9 @@ class TestAbstractPost(CoreTestCase):
         token = queued.headers[TOKEN_HEADER]
         self.assertEqual(jobtoken.verify(token, secrets, "/plone/folder/@@reindex_object"), "test_user_1_")
         self.assertIsNone(jobtoken.verify(token, secrets, "/plone/@@reindex_object"))
-        self.assertIsNone(jobtoken.verify(token, secrets, "/plone/folder/@@reindex_object",
-                                          now=time.time() + 6 * 3600 + 1))
+        self.assertIsNone(
+            jobtoken.verify(token, secrets, "/plone/folder/@@reindex_object", now=time.time() + 6 * 3600 + 1)
+        )
 
     def test_without_the_token_plugin_enqueueing_says_to_upgrade(self):
         pas.uninstall(self.portal.acl_users)
@@ -153,9 +151,7 @@ class TestAbstractPost(CoreTestCase):
         self.configure(ASYNC_CREDENTIALS="forward")
         job = tasks.ReindexObject(self.folder, self.request)
         self.assertEqual(job.cookies, {"__ac": "ticket-of-test-user"})
-        self.assertEqual(
-            job.headers["X-celery-task-name"], celerytasks.reindex_object.name
-        )
+        self.assertEqual(job.headers["X-celery-task-name"], celerytasks.reindex_object.name)
         self.request.form["_authenticator"] = job.data["_authenticator"]
         self.assertTrue(_verify_request(self.request))
 

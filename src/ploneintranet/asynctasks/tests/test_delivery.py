@@ -89,8 +89,10 @@ class TestDelivery(BrokerTestCase):
             calls.append([job.id for job in jobs])
             return sent(self, jobs)
 
-        with mock.patch.object(delivery.RedisDelivery, "publish", side_effect=ConnectionError("gone")), \
-                mock.patch.object(delivery.RedisDelivery, "by_celery", recorded):
+        with (
+            mock.patch.object(delivery.RedisDelivery, "publish", side_effect=ConnectionError("gone")),
+            mock.patch.object(delivery.RedisDelivery, "by_celery", recorded),
+        ):
             delivery.delivery_for(self.app).send(jobs)
         self.assertEqual(calls, [["a"], ["b"]])
         self.assertEqual(self.ids_in("high"), ["a", "b"])
@@ -99,8 +101,10 @@ class TestDelivery(BrokerTestCase):
     def test_a_job_that_cannot_be_sent_is_logged_as_lost(self):
         job = Job.create(celerytasks.post, ARGS, {"task_id": "doomed"}, "editor")
         down = ConnectionError("down")
-        with mock.patch.object(delivery.RedisDelivery, "publish", side_effect=down), \
-                mock.patch.object(delivery.Delivery, "by_celery", side_effect=down):
+        with (
+            mock.patch.object(delivery.RedisDelivery, "publish", side_effect=down),
+            mock.patch.object(delivery.Delivery, "by_celery", side_effect=down),
+        ):
             with self.assertLogs("ploneintranet.asynctasks") as logs:
                 delivery.delivery_for(self.app).send([job])
         lost = [line for line in logs.output if "LOST JOB" in line]

@@ -64,9 +64,7 @@ class FaultTestCase(PipelineTestCase):
 
     def wait_for_runs(self, keys, timeout, message):
         """Wait until a job with each of ``keys`` ran; return the runs."""
-        wait_until(
-            lambda: set(keys) <= set(self.runs()), timeout, interval=0.2, message=message
-        )
+        wait_until(lambda: set(keys) <= set(self.runs()), timeout, interval=0.2, message=message)
         return self.runs()
 
     def duplicates(self, runs):
@@ -272,21 +270,24 @@ class TestRevoked(FaultTestCase):
         celerytasks.app.control.revoke(task_id)
         wait_until(
             lambda: f"Tasks flagged as revoked: {task_id}" in self.celery_log(),
-            15, message="the worker to note the revoke",
+            15,
+            message="the worker to note the revoke",
         )
         # In a queue the worker does not consume yet: an idle worker would
         # otherwise discard the job before the test sees it in the ledger.
         queue = f"revoked-{time.monotonic_ns()}"
         celerytasks.post.apply_async(
             (f"{self.doc_url}/@@test-count-run", {"key": "revoked"}, {}, {}),
-            task_id=task_id, queue=queue,
+            task_id=task_id,
+            queue=queue,
         )
         client = redis.Redis.from_url(self.layer["redis_url"], socket_timeout=5)
         try:
             self.assertTrue(client.hexists(ledger.JOBS, task_id))
             celerytasks.app.control.add_consumer(queue, reply=True, timeout=5)
             wait_until(
-                lambda: not client.hexists(ledger.JOBS, task_id), 15,
+                lambda: not client.hexists(ledger.JOBS, task_id),
+                15,
                 message="the discarded job to leave the ledger",
             )
         finally:
@@ -345,8 +346,10 @@ class TestRedisRestartWhileJobsAreHeld(FaultTestCase):
         held = self.enqueue_many(2, "held", countdown=self.countdown)
         running = celerytasks.post.apply_async((self.slow.url, {"key": "running"}, {}, {})).id
         wait_until(
-            lambda: set(held) <= taken_task_ids(redis_url) and self.slow.posts, 20,
-            interval=0.1, message="the worker to hold two jobs and run one",
+            lambda: set(held) <= taken_task_ids(redis_url) and self.slow.posts,
+            20,
+            interval=0.1,
+            message="the worker to hold two jobs and run one",
         )
         if keep_data:
             self.save_redis(redis_url)

@@ -269,7 +269,7 @@ class HostileTestCase(PipelineTestCase):
 
     def new_celery_log(self):
         with open(self.layer["celery_log"], "rb") as log:
-            return log.read()[self.celery_log_start:].decode(errors="replace")
+            return log.read()[self.celery_log_start :].decode(errors="replace")
 
     def start_allowlist_worker(self):
         """A second worker that may send jobs only to the portal's origin."""
@@ -295,8 +295,17 @@ class HostileTestCase(PipelineTestCase):
     def http(self, method, url, auth=None, **kwargs):
         return requests.request(method, url, auth=auth, timeout=60, allow_redirects=False, **kwargs)
 
-    def enqueue(self, url="@@test-record-job", data=None, headers=None, cookies=None,
-                context=None, job=tasks.Post, user=None, **options):
+    def enqueue(
+        self,
+        url="@@test-record-job",
+        data=None,
+        headers=None,
+        cookies=None,
+        context=None,
+        job=tasks.Post,
+        user=None,
+        **options,
+    ):
         """Enqueue a job in Plone, as mallory unless ``user`` is given."""
         username, password = user or self.mallory
         request = self.layer["request"]
@@ -305,8 +314,7 @@ class HostileTestCase(PipelineTestCase):
         login(self.portal, username)
         try:
             result = job(context or self.doc, request)(
-                url=url, data=dict({"note": "hostile"}, **(data or {})),
-                headers=headers, cookies=cookies, **options
+                url=url, data=dict({"note": "hostile"}, **(data or {})), headers=headers, cookies=cookies, **options
             )
             transaction.commit()
             return result
@@ -346,7 +354,10 @@ class HostileTestCase(PipelineTestCase):
     def be_redirected_off_site(self):
         with api.env.adopt_roles(["Manager"]):
             link = api.content.create(
-                container=self.portal, type="Link", id="away", title="Away",
+                container=self.portal,
+                type="Link",
+                id="away",
+                title="Away",
                 remoteUrl=f"{self.listener.url}/stolen",
             )
             api.user.grant_roles(username="mallory", obj=link, roles=["Reader"])
@@ -371,145 +382,394 @@ class HostileTestCase(PipelineTestCase):
         # Finding 1: the request names the host that would get the job.
         listener_netloc = f"127.0.0.1:{self.listener.port}"
         enqueue_view = f"{self.doc_url}/@@test-enqueue"
-        vhm = (f"{self.portal_url.rsplit('/', 1)[0]}/VirtualHostBase/http/{listener_netloc}"
-               "/plone/VirtualHostRoot")
+        vhm = f"{self.portal_url.rsplit('/', 1)[0]}/VirtualHostBase/http/{listener_netloc}/plone/VirtualHostRoot"
         return [
             # a link or a request names another host (finding 1): refused at enqueue
-            ("a Host header naming another port of this machine", http, ("GET", enqueue_view, mallory),
-             dict(params={"job": "post", "note": "x"}, headers={"Host": listener_netloc}), status(500)),
-            ("a Host header naming another host", http, ("GET", enqueue_view, mallory),
-             dict(params={"job": "post", "note": "x"}, headers={"Host": "evil.invalid"}), status(500)),
-            ("a virtual host path naming another host", http, ("GET", f"{vhm}/doc/@@test-enqueue", mallory),
-             dict(params={"job": "post", "note": "x"}), status(500)),
-            ("a Manager follows a link to @@async-status through another host", http,
-             ("GET", f"{vhm}/@@async-status", owner), dict(params={"format": "json"}),
-             status(200, text='"round_trips": false')),
-            ("a Manager's POST to @@async-status through another host", http,
-             ("POST", f"{vhm}/@@async-status", owner), dict(data={TOKEN: self.owner_token, "format": "json"}),
-             status(503, text="no job was sent: jobs may not be sent to http://127.0.0.1")),
-            ("a Manager follows a link to @@async-status", http, ("GET", f"{portal}/@@async-status", owner),
-             {}, status(200, text="NOT RUN")),
+            (
+                "a Host header naming another port of this machine",
+                http,
+                ("GET", enqueue_view, mallory),
+                dict(params={"job": "post", "note": "x"}, headers={"Host": listener_netloc}),
+                status(500),
+            ),
+            (
+                "a Host header naming another host",
+                http,
+                ("GET", enqueue_view, mallory),
+                dict(params={"job": "post", "note": "x"}, headers={"Host": "evil.invalid"}),
+                status(500),
+            ),
+            (
+                "a virtual host path naming another host",
+                http,
+                ("GET", f"{vhm}/doc/@@test-enqueue", mallory),
+                dict(params={"job": "post", "note": "x"}),
+                status(500),
+            ),
+            (
+                "a Manager follows a link to @@async-status through another host",
+                http,
+                ("GET", f"{vhm}/@@async-status", owner),
+                dict(params={"format": "json"}),
+                status(200, text='"round_trips": false'),
+            ),
+            (
+                "a Manager's POST to @@async-status through another host",
+                http,
+                ("POST", f"{vhm}/@@async-status", owner),
+                dict(data={TOKEN: self.owner_token, "format": "json"}),
+                status(503, text="no job was sent: jobs may not be sent to http://127.0.0.1"),
+            ),
+            (
+                "a Manager follows a link to @@async-status",
+                http,
+                ("GET", f"{portal}/@@async-status", owner),
+                {},
+                status(200, text="NOT RUN"),
+            ),
             # worker views, called over HTTP
-            ("POST without authenticator", http, ("POST", check, owner), dict(data={"checksum": "x"}),
-             status(200, text="Run this async job?")),
+            (
+                "POST without authenticator",
+                http,
+                ("POST", check, owner),
+                dict(data={"checksum": "x"}),
+                status(200, text="Run this async job?"),
+            ),
             ("forged authenticator", http, ("POST", check, owner), dict(data={TOKEN: FORGED}), status(403)),
-            ("another user's authenticator with the owner's login", http, ("POST", check, owner),
-             dict(data={TOKEN: self.mallory_token, "checksum": "x"}), status(403)),
-            ("the owner's authenticator with mallory's login", http, ("POST", record, mallory),
-             dict(data={TOKEN: self.owner_token, "note": "x"}), status(403)),
-            ("forged X-CSRF-TOKEN header", http, ("POST", record, mallory),
-             dict(data={"note": "x"}, headers={"X-CSRF-TOKEN": FORGED}), status(403)),
-            ("two authenticators, the forged one first", http, ("POST", record, mallory),
-             dict(data=[(TOKEN, FORGED), (TOKEN, self.mallory_token), ("note", "x")]), status(403)),
-            ("GET with a valid authenticator", http, ("GET", record, mallory),
-             dict(params=mallorys_job), status(200, text="Run this async job?")),
-            ("anonymous, with mallory's authenticator", http, ("POST", record), dict(data=mallorys_job),
-             login_needed),
-            ("expired __ac ticket", http, ("POST", record),
-             dict(data=mallorys_job, cookies={"__ac": self.expired_ticket}), login_needed),
-            ("garbage __ac cookie", http, ("POST", record),
-             dict(data=mallorys_job, cookies={"__ac": "garbage"}), login_needed),
-            ("__ac ticket signed with another secret", http, ("POST", record),
-             dict(data=mallorys_job, cookies={"__ac": self.ticket("mallory", secret="guessed")}), login_needed),
-            ("wrong password", http, ("POST", record, ("mallory", "wrong")), dict(data=mallorys_job),
-             status(302, 401)),
-            ("a member without the permission, with her own authenticator", http, ("POST", check, mallory),
-             dict(data={TOKEN: self.mallory_token, "checksum": "x"}), status(302, 401, 403)),
+            (
+                "another user's authenticator with the owner's login",
+                http,
+                ("POST", check, owner),
+                dict(data={TOKEN: self.mallory_token, "checksum": "x"}),
+                status(403),
+            ),
+            (
+                "the owner's authenticator with mallory's login",
+                http,
+                ("POST", record, mallory),
+                dict(data={TOKEN: self.owner_token, "note": "x"}),
+                status(403),
+            ),
+            (
+                "forged X-CSRF-TOKEN header",
+                http,
+                ("POST", record, mallory),
+                dict(data={"note": "x"}, headers={"X-CSRF-TOKEN": FORGED}),
+                status(403),
+            ),
+            (
+                "two authenticators, the forged one first",
+                http,
+                ("POST", record, mallory),
+                dict(data=[(TOKEN, FORGED), (TOKEN, self.mallory_token), ("note", "x")]),
+                status(403),
+            ),
+            (
+                "GET with a valid authenticator",
+                http,
+                ("GET", record, mallory),
+                dict(params=mallorys_job),
+                status(200, text="Run this async job?"),
+            ),
+            ("anonymous, with mallory's authenticator", http, ("POST", record), dict(data=mallorys_job), login_needed),
+            (
+                "expired __ac ticket",
+                http,
+                ("POST", record),
+                dict(data=mallorys_job, cookies={"__ac": self.expired_ticket}),
+                login_needed,
+            ),
+            (
+                "garbage __ac cookie",
+                http,
+                ("POST", record),
+                dict(data=mallorys_job, cookies={"__ac": "garbage"}),
+                login_needed,
+            ),
+            (
+                "__ac ticket signed with another secret",
+                http,
+                ("POST", record),
+                dict(data=mallorys_job, cookies={"__ac": self.ticket("mallory", secret="guessed")}),
+                login_needed,
+            ),
+            ("wrong password", http, ("POST", record, ("mallory", "wrong")), dict(data=mallorys_job), status(302, 401)),
+            (
+                "a member without the permission, with her own authenticator",
+                http,
+                ("POST", check, mallory),
+                dict(data={TOKEN: self.mallory_token, "checksum": "x"}),
+                status(302, 401, 403),
+            ),
             # enqueueing in Plone: refused before anything is queued
-            ("file:// url", enqueue, (), dict(url="file:///etc/passwd"),
-             raises(AsyncTaskError, "not an http(s) url")),
-            ("cloud metadata url", enqueue, (), dict(url="http://169.254.169.254/latest/meta-data/"),
-             raises(AsyncTaskError, "not on the portal's origin")),
-            ("user name in the url", enqueue, (), dict(url=f"http://evil@{portal_netloc}/plone/doc/@@test-record-job"),
-             raises(AsyncTaskError, "user name or password")),
-            ("javascript: url", enqueue, (), dict(url="javascript:alert(1)"),
-             raises(AsyncTaskError, "not an http(s) url")),
-            ("scheme-relative url to another host", enqueue, (), dict(url=f"//127.0.0.1:{self.listener.port}/x"),
-             raises(AsyncTaskError, "not an http(s) url")),
-            ("the listener's url", enqueue, (), dict(url=f"{listener}/"),
-             raises(AsyncTaskError, "not on the portal's origin")),
-            ("https instead of http", enqueue, (), dict(url=on_portal.replace("http:", "https:")),
-             raises(AsyncTaskError, "not on the portal's origin")),
-            ("the portal's host on another port", enqueue, (),
-             dict(url=f"http://{self.portal_host}:{self.listener.port}/plone/doc/@@test-record-job"),
-             raises(AsyncTaskError, "not on the portal's origin")),
-            ("backslash before @ (parser differential)", enqueue, (),
-             dict(url=f"http://{portal_netloc}\\@127.0.0.1:{self.listener.port}/"),
-             raises(AsyncTaskError, "user name or password")),
-            ("CR/LF in the url", enqueue, (), dict(url=f"{on_portal}\r\nHost: evil.example"),
-             raises(AsyncTaskError, "control characters")),
-            ("malformed host in the url", enqueue, (), dict(url="http://[evil/@@x"),
-             raises(AsyncTaskError, "not a valid url")),
-            ("oversized data", enqueue, (), dict(data={"blob": "x" * 1_000_001}),
-             raises(AsyncTaskError, "ASYNC_MAX_JOB_BYTES")),
-            ("data that is not JSON", enqueue, (), dict(data={"when": datetime.datetime.now()}),
-             raises(AsyncTaskError, "data['when'] is a datetime")),
-            ("data that contains itself", enqueue, (), dict(data=self.circular()),
-             raises(AsyncTaskError, "contains itself")),
-            ("data nested 100000 deep", enqueue, (), dict(data={"deep": self.nested(100_000)}),
-             raises(AsyncTaskError, "nested too deeply")),
-            ("CR/LF in a header value", enqueue, (), dict(headers={"X-Note": "a\r\nX-celery-task-name: evil"}),
-             raises(AsyncTaskError, "header X-Note")),
-            ("CR/LF in a header name", enqueue, (), dict(headers={"X-Note\r\nX-Injected": "1"}),
-             raises(AsyncTaskError, "header name")),
-            ("CR/LF in a cookie value", enqueue, (), dict(cookies={"lang": "nl\r\nX-Injected: 1"}),
-             raises(AsyncTaskError, "cookie lang")),
-            ("a cookie value that smuggles another cookie", enqueue, (),
-             dict(cookies={"lang": f"nl; __ac={self.mallory_ticket}"}), raises(AsyncTaskError, "cookie lang")),
-            ("a header value outside Latin-1", enqueue, (), dict(headers={"X-Note": "\u0141\u00f3d\u017a"}),
-             raises(AsyncTaskError, "header X-Note")),
-            ("a task name with CR/LF", enqueue, (), dict(job=CrlfNamedPost),
-             raises(AsyncTaskError, "header X-celery-task-name")),
-            ("a delay Redis would deliver twice", enqueue, (), dict(countdown=10**6),
-             raises(AsyncTaskError, "delivered twice")),
+            ("file:// url", enqueue, (), dict(url="file:///etc/passwd"), raises(AsyncTaskError, "not an http(s) url")),
+            (
+                "cloud metadata url",
+                enqueue,
+                (),
+                dict(url="http://169.254.169.254/latest/meta-data/"),
+                raises(AsyncTaskError, "not on the portal's origin"),
+            ),
+            (
+                "user name in the url",
+                enqueue,
+                (),
+                dict(url=f"http://evil@{portal_netloc}/plone/doc/@@test-record-job"),
+                raises(AsyncTaskError, "user name or password"),
+            ),
+            (
+                "javascript: url",
+                enqueue,
+                (),
+                dict(url="javascript:alert(1)"),
+                raises(AsyncTaskError, "not an http(s) url"),
+            ),
+            (
+                "scheme-relative url to another host",
+                enqueue,
+                (),
+                dict(url=f"//127.0.0.1:{self.listener.port}/x"),
+                raises(AsyncTaskError, "not an http(s) url"),
+            ),
+            (
+                "the listener's url",
+                enqueue,
+                (),
+                dict(url=f"{listener}/"),
+                raises(AsyncTaskError, "not on the portal's origin"),
+            ),
+            (
+                "https instead of http",
+                enqueue,
+                (),
+                dict(url=on_portal.replace("http:", "https:")),
+                raises(AsyncTaskError, "not on the portal's origin"),
+            ),
+            (
+                "the portal's host on another port",
+                enqueue,
+                (),
+                dict(url=f"http://{self.portal_host}:{self.listener.port}/plone/doc/@@test-record-job"),
+                raises(AsyncTaskError, "not on the portal's origin"),
+            ),
+            (
+                "backslash before @ (parser differential)",
+                enqueue,
+                (),
+                dict(url=f"http://{portal_netloc}\\@127.0.0.1:{self.listener.port}/"),
+                raises(AsyncTaskError, "user name or password"),
+            ),
+            (
+                "CR/LF in the url",
+                enqueue,
+                (),
+                dict(url=f"{on_portal}\r\nHost: evil.example"),
+                raises(AsyncTaskError, "control characters"),
+            ),
+            (
+                "malformed host in the url",
+                enqueue,
+                (),
+                dict(url="http://[evil/@@x"),
+                raises(AsyncTaskError, "not a valid url"),
+            ),
+            (
+                "oversized data",
+                enqueue,
+                (),
+                dict(data={"blob": "x" * 1_000_001}),
+                raises(AsyncTaskError, "ASYNC_MAX_JOB_BYTES"),
+            ),
+            (
+                "data that is not JSON",
+                enqueue,
+                (),
+                dict(data={"when": datetime.datetime.now()}),
+                raises(AsyncTaskError, "data['when'] is a datetime"),
+            ),
+            (
+                "data that contains itself",
+                enqueue,
+                (),
+                dict(data=self.circular()),
+                raises(AsyncTaskError, "contains itself"),
+            ),
+            (
+                "data nested 100000 deep",
+                enqueue,
+                (),
+                dict(data={"deep": self.nested(100_000)}),
+                raises(AsyncTaskError, "nested too deeply"),
+            ),
+            (
+                "CR/LF in a header value",
+                enqueue,
+                (),
+                dict(headers={"X-Note": "a\r\nX-celery-task-name: evil"}),
+                raises(AsyncTaskError, "header X-Note"),
+            ),
+            (
+                "CR/LF in a header name",
+                enqueue,
+                (),
+                dict(headers={"X-Note\r\nX-Injected": "1"}),
+                raises(AsyncTaskError, "header name"),
+            ),
+            (
+                "CR/LF in a cookie value",
+                enqueue,
+                (),
+                dict(cookies={"lang": "nl\r\nX-Injected: 1"}),
+                raises(AsyncTaskError, "cookie lang"),
+            ),
+            (
+                "a cookie value that smuggles another cookie",
+                enqueue,
+                (),
+                dict(cookies={"lang": f"nl; __ac={self.mallory_ticket}"}),
+                raises(AsyncTaskError, "cookie lang"),
+            ),
+            (
+                "a header value outside Latin-1",
+                enqueue,
+                (),
+                dict(headers={"X-Note": "\u0141\u00f3d\u017a"}),
+                raises(AsyncTaskError, "header X-Note"),
+            ),
+            (
+                "a task name with CR/LF",
+                enqueue,
+                (),
+                dict(job=CrlfNamedPost),
+                raises(AsyncTaskError, "header X-celery-task-name"),
+            ),
+            (
+                "a delay Redis would deliver twice",
+                enqueue,
+                (),
+                dict(countdown=10**6),
+                raises(AsyncTaskError, "delivered twice"),
+            ),
             # enqueued in Plone, refused when the job arrives
-            ("a forged authenticator in the job's data", enqueue, (), dict(data={TOKEN: FORGED}),
-             job_fails(AuthorizationError, "403")),
-            ("the user lost the permission after enqueueing", self.lose_permission_after_enqueueing, (), {},
-             job_fails(AuthorizationError, "as editor")),
+            (
+                "a forged authenticator in the job's data",
+                enqueue,
+                (),
+                dict(data={TOKEN: FORGED}),
+                job_fails(AuthorizationError, "403"),
+            ),
+            (
+                "the user lost the permission after enqueueing",
+                self.lose_permission_after_enqueueing,
+                (),
+                {},
+                job_fails(AuthorizationError, "as editor"),
+            ),
             ("Plone redirects the job off-site", self.be_redirected_off_site, (), {}, job_answers(302)),
             # straight to the broker, bypassing Plone: the layer's worker
             ("an unknown task name", broker, (), dict(task="no.such.task"), discarded("no.such.task")),
-            ("a task name with CR/LF", broker, (), dict(task=f"{celerytasks.post.name}\r\nX-Injected: 1"),
-             discarded(f"{celerytasks.post.name}\r\nX-Injected: 1")),
+            (
+                "a task name with CR/LF",
+                broker,
+                (),
+                dict(task=f"{celerytasks.post.name}\r\nX-Injected: 1"),
+                discarded(f"{celerytasks.post.name}\r\nX-Injected: 1"),
+            ),
             ("file:// url", broker, (), dict(url="file:///etc/passwd"), job_fails(JobRefused, "not an http(s) url")),
-            ("a password in the url", broker, (),
-             dict(url=f"http://mallory:{mallory[1]}@{portal_netloc}/plone/doc/x", headers={}),
-             job_fails(JobRefused, "user name or password")),
-            ("a port that is not a number", broker, (), dict(url="http://127.0.0.1:port/"),
-             job_fails(JobRefused, "not a valid url")),
-            ("a host off this machine, no ASYNC_ALLOWED_ORIGINS set", broker, (),
-             dict(url="http://evil.invalid/@@x"), job_fails(JobRefused, "only this machine")),
-            ("CR/LF in a header value", broker, (),
-             dict(headers={"Authorization": basic(*mallory), "X-Note": "a\r\nX-Injected: 1"}),
-             job_fails(JobRefused, "header X-Note")),
-            ("CR/LF in a header name", broker, (),
-             dict(headers={"Authorization": basic(*mallory), "X-Note\r\nX-Injected": "1"}),
-             job_fails(JobRefused, "header name")),
-            ("a cookie value that smuggles mallory's login", broker, (),
-             dict(headers={}, cookies={"lang": f"nl; __ac={self.mallory_ticket}"}),
-             job_fails(JobRefused, "cookie lang")),
+            (
+                "a password in the url",
+                broker,
+                (),
+                dict(url=f"http://mallory:{mallory[1]}@{portal_netloc}/plone/doc/x", headers={}),
+                job_fails(JobRefused, "user name or password"),
+            ),
+            (
+                "a port that is not a number",
+                broker,
+                (),
+                dict(url="http://127.0.0.1:port/"),
+                job_fails(JobRefused, "not a valid url"),
+            ),
+            (
+                "a host off this machine, no ASYNC_ALLOWED_ORIGINS set",
+                broker,
+                (),
+                dict(url="http://evil.invalid/@@x"),
+                job_fails(JobRefused, "only this machine"),
+            ),
+            (
+                "CR/LF in a header value",
+                broker,
+                (),
+                dict(headers={"Authorization": basic(*mallory), "X-Note": "a\r\nX-Injected: 1"}),
+                job_fails(JobRefused, "header X-Note"),
+            ),
+            (
+                "CR/LF in a header name",
+                broker,
+                (),
+                dict(headers={"Authorization": basic(*mallory), "X-Note\r\nX-Injected": "1"}),
+                job_fails(JobRefused, "header name"),
+            ),
+            (
+                "a cookie value that smuggles mallory's login",
+                broker,
+                (),
+                dict(headers={}, cookies={"lang": f"nl; __ac={self.mallory_ticket}"}),
+                job_fails(JobRefused, "cookie lang"),
+            ),
             ("no credentials at all", broker, (), dict(headers={}), job_fails(AuthorizationError, "Plone did not")),
-            ("a user header claiming the owner, without credentials", broker, (),
-             dict(url=check, headers={"X-Async-User": "admin"}, data={TOKEN: self.owner_token}),
-             job_fails(AuthorizationError, "Plone did not")),
-            ("expired __ac ticket", broker, (), dict(headers={}, cookies={"__ac": self.expired_ticket}),
-             job_fails(AuthorizationError, "Plone did not")),
-            ("another user's authenticator", broker, (), dict(data={TOKEN: self.owner_token}),
-             job_fails(AuthorizationError, "403")),
+            (
+                "a user header claiming the owner, without credentials",
+                broker,
+                (),
+                dict(url=check, headers={"X-Async-User": "admin"}, data={TOKEN: self.owner_token}),
+                job_fails(AuthorizationError, "Plone did not"),
+            ),
+            (
+                "expired __ac ticket",
+                broker,
+                (),
+                dict(headers={}, cookies={"__ac": self.expired_ticket}),
+                job_fails(AuthorizationError, "Plone did not"),
+            ),
+            (
+                "another user's authenticator",
+                broker,
+                (),
+                dict(data={TOKEN: self.owner_token}),
+                job_fails(AuthorizationError, "403"),
+            ),
             # straight to the broker: a worker with ASYNC_ALLOWED_ORIGINS
-            ("the listener's url", allowlist, (f"{listener}/",), {},
-             job_fails(JobRefused, "ASYNC_ALLOWED_ORIGINS")),
-            ("cloud metadata url", allowlist, ("http://169.254.169.254/latest/meta-data/",), {},
-             job_fails(JobRefused, "ASYNC_ALLOWED_ORIGINS")),
-            ("https instead of http", allowlist, (on_portal.replace("http:", "https:"),), {},
-             job_fails(JobRefused, "ASYNC_ALLOWED_ORIGINS")),
-            ("the portal's host on another port", allowlist,
-             (f"http://{self.portal_host}:{self.listener.port}/plone/doc/@@test-record-job",), {},
-             job_fails(JobRefused, "ASYNC_ALLOWED_ORIGINS")),
-            ("the portal under another host name", allowlist,
-             (on_portal.replace(self.portal_host, self.alias_host, 1),), {},
-             job_fails(JobRefused, "ASYNC_ALLOWED_ORIGINS")),
+            ("the listener's url", allowlist, (f"{listener}/",), {}, job_fails(JobRefused, "ASYNC_ALLOWED_ORIGINS")),
+            (
+                "cloud metadata url",
+                allowlist,
+                ("http://169.254.169.254/latest/meta-data/",),
+                {},
+                job_fails(JobRefused, "ASYNC_ALLOWED_ORIGINS"),
+            ),
+            (
+                "https instead of http",
+                allowlist,
+                (on_portal.replace("http:", "https:"),),
+                {},
+                job_fails(JobRefused, "ASYNC_ALLOWED_ORIGINS"),
+            ),
+            (
+                "the portal's host on another port",
+                allowlist,
+                (f"http://{self.portal_host}:{self.listener.port}/plone/doc/@@test-record-job",),
+                {},
+                job_fails(JobRefused, "ASYNC_ALLOWED_ORIGINS"),
+            ),
+            (
+                "the portal under another host name",
+                allowlist,
+                (on_portal.replace(self.portal_host, self.alias_host, 1),),
+                {},
+                job_fails(JobRefused, "ASYNC_ALLOWED_ORIGINS"),
+            ),
         ]
 
     def circular(self):
@@ -616,9 +876,7 @@ class TestJobCredentials(HostileTestCase):
         request.cookies["__ac"] = ticket
         login(self.portal, "mallory")
         try:
-            result = tasks.Post(self.doc, request)(
-                url="@@test-record-job", data={"note": "by mallory"}, **options
-            )
+            result = tasks.Post(self.doc, request)(url="@@test-record-job", data={"note": "by mallory"}, **options)
             transaction.commit()
             return result
         finally:
@@ -697,8 +955,7 @@ class TestJobCredentials(HostileTestCase):
         self.assertEqual(self.http("GET", whoami, cookies={"__ac": ticket}).text, "mallory")
         result = self.enqueue_with_ticket(ticket, countdown=3)
         # with her authenticator, or plone.protect undoes the logout's write
-        self.http("GET", f"{self.portal_url}/logout", cookies={"__ac": ticket},
-                  params={TOKEN: self.mallory_token})
+        self.http("GET", f"{self.portal_url}/logout", cookies={"__ac": ticket}, params={TOKEN: self.mallory_token})
         self.assertEqual(self.http("GET", whoami, cookies={"__ac": ticket}).status_code, 403)
         self.assertEqual(result.get(timeout=self.job_timeout), 200)
         self.assertEqual(notes(self.fresh(self.doc)), ["by mallory"])
@@ -734,12 +991,10 @@ class TestMaskedUrls(HostileTestCase):
         closed = free_port()
         saved = celerytasks.app.conf.broker_url
         celerytasks.app.conf.broker_url = (
-            f"redis://:pw-one@127.0.0.1:{closed}/0;redis://:pw-two@127.0.0.1:{closed}/1"
-            "?password=pw-three"
+            f"redis://:pw-one@127.0.0.1:{closed}/0;redis://:pw-two@127.0.0.1:{closed}/1?password=pw-three"
         )
         try:
-            response = self.http("GET", f"{self.portal_url}/@@async-status",
-                                 auth=self.owner, params={"format": "json"})
+            response = self.http("GET", f"{self.portal_url}/@@async-status", auth=self.owner, params={"format": "json"})
         finally:
             celerytasks.app.conf.broker_url = saved
         self.assertEqual(response.status_code, 503)

@@ -97,9 +97,7 @@ class TestDebounce(PipelineTestCase):
     def test_a_burst_of_saves_runs_the_job_once_after_it(self):
         ids = []
         for _ in range(8):  # one save every 0.2 s, debounce 1 s
-            response = self.get(
-                f"{self.doc_url}/@@test-enqueue?job=debounced&note=burst", auth=self.owner
-            )
+            response = self.get(f"{self.doc_url}/@@test-enqueue?job=debounced&note=burst", auth=self.owner)
             self.assertEqual(response.status_code, 200)
             ids.append(response.text)
             time.sleep(0.2)

@@ -19,8 +19,23 @@ PREFIX = "ploneintranet.asynctasks"
 TOPS = ("browser.views", "previews.browser", "push.browser", "celerytasks", "push.server", "push.__main__")
 LONGEST = 5
 #: Top-level packages a worker or the push server has no business importing.
-ZOPE = {"zope", "Zope2", "ZPublisher", "ZODB", "OFS", "App", "Products", "AccessControl", "Acquisition",
-        "plone", "persistent", "transaction", "zExceptions", "five", "z3c"}
+ZOPE = {
+    "zope",
+    "Zope2",
+    "ZPublisher",
+    "ZODB",
+    "OFS",
+    "App",
+    "Products",
+    "AccessControl",
+    "Acquisition",
+    "plone",
+    "persistent",
+    "transaction",
+    "zExceptions",
+    "five",
+    "z3c",
+}
 
 
 def modules():
@@ -41,12 +56,12 @@ def imported(tree, known):
     names = set()
     for node in tree.body:
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(PREFIX):
-            base = node.module[len(PREFIX):].lstrip(".")
+            base = node.module[len(PREFIX) :].lstrip(".")
             for alias in node.names:
                 name = f"{base}.{alias.name}".lstrip(".")
                 names.add(name if name in known else base)
         elif isinstance(node, ast.Import):
-            names |= {alias.name[len(PREFIX) + 1:] for alias in node.names if alias.name.startswith(PREFIX + ".")}
+            names |= {alias.name[len(PREFIX) + 1 :] for alias in node.names if alias.name.startswith(PREFIX + ".")}
     return names & set(known)
 
 

@@ -85,7 +85,9 @@ class OfficeTestCase(CommandsOnPath, unittest.TestCase):
 
     def add_file(self, data, filename, content_type):
         item = api.content.create(
-            container=self.portal, type="File", id=filename,
+            container=self.portal,
+            type="File",
+            id=filename,
             file=NamedBlobFile(data, filename=filename, contentType=content_type),
         )
         transaction.savepoint(optimistic=True)  # gives the file an oid
@@ -143,8 +145,7 @@ class TestOfficePreviews(OfficeTestCase):
         started = time.monotonic()
         self.assertEqual(previews.generate(item), previews.NO_PREVIEW)
         self.assertLess(time.monotonic() - started, 5)
-        self.assertIn("soffice took longer than 0.3 s (ASYNC_PREVIEW_TIMEOUT)",
-                      previews.no_preview_reason(item))
+        self.assertIn("soffice took longer than 0.3 s (ASYNC_PREVIEW_TIMEOUT)", previews.no_preview_reason(item))
         self.assertEqual(converter_processes("asynctasks-office-"), {})
 
     def test_a_file_above_the_size_limit_is_not_given_to_libreoffice(self):
@@ -171,8 +172,9 @@ class TestOfficePreviews(OfficeTestCase):
         self.use_path(directory)
         item = self.add_file(office_files.docx(), "memo.docx", CONTENT_TYPES["docx"])
         self.assertEqual(previews.generate(item), previews.NO_PREVIEW)
-        self.assertIn("soffice is not installed: apt-get install libreoffice-writer-nogui",
-                      previews.no_preview_reason(item))
+        self.assertIn(
+            "soffice is not installed: apt-get install libreoffice-writer-nogui", previews.no_preview_reason(item)
+        )
         self.assertEqual(len(previews.remembered()["results"]), 0)  # converts once installed
 
     def test_while_libreoffice_is_busy_a_job_waits_then_gives_up_storing_nothing(self):
@@ -205,16 +207,26 @@ class TestHostileFiles(OfficeTestCase):
     def hostile_files(self, url):
         """``(name, bytes, filename, why)``: ``why`` is in the reason stored."""
         return [
-            ("corrupt docx", office_files.corrupt_docx(), "corrupt.docx",
-             "soffice made no PDF: 'Error: source file could not be loaded'"),
-            ("docx that is no zip", office_files.docx()[:300], "truncated.docx",
-             "not a valid zip archive"),
-            ("zip bomb", office_files.zip_bomb_docx(), "bomb.docx",
-             "it unpacks to 1,024 MiB, more than the 256 MiB"),
-            ("external link and macro", office_files.linked_odt(url, macro=True), "macro.odt",
-             "it contains macros ('Basic/Standard/Module1.xml')"),
-            ("password-protected", office_files.encrypted_odt(), "secret.odt",
-             "soffice made no PDF: 'Error: source file could not be loaded'"),
+            (
+                "corrupt docx",
+                office_files.corrupt_docx(),
+                "corrupt.docx",
+                "soffice made no PDF: 'Error: source file could not be loaded'",
+            ),
+            ("docx that is no zip", office_files.docx()[:300], "truncated.docx", "not a valid zip archive"),
+            ("zip bomb", office_files.zip_bomb_docx(), "bomb.docx", "it unpacks to 1,024 MiB, more than the 256 MiB"),
+            (
+                "external link and macro",
+                office_files.linked_odt(url, macro=True),
+                "macro.odt",
+                "it contains macros ('Basic/Standard/Module1.xml')",
+            ),
+            (
+                "password-protected",
+                office_files.encrypted_odt(),
+                "secret.odt",
+                "soffice made no PDF: 'Error: source file could not be loaded'",
+            ),
             ("0 bytes", b"", "empty.docx", "the file is empty"),
         ]
 
@@ -261,9 +273,10 @@ class TestOfficePreviewJob(CommandsOnPath, PipelineTestCase):
 
     def add_file(self, data, filename):
         item = api.content.create(
-            container=self.portal, type="File", id=filename,
-            file=NamedBlobFile(data, filename=filename,
-                               contentType=CONTENT_TYPES[filename.rpartition(".")[2]]),
+            container=self.portal,
+            type="File",
+            id=filename,
+            file=NamedBlobFile(data, filename=filename, contentType=CONTENT_TYPES[filename.rpartition(".")[2]]),
         )
         transaction.commit()
         self.assertIsNone(previews.state(item))
@@ -280,8 +293,10 @@ class TestOfficePreviewJob(CommandsOnPath, PipelineTestCase):
         self.assertEqual((response.status_code, response.text), (200, "preview none"))
         self.assertEqual(
             [line for line in logged.output if "corrupt.docx" in line],
-            ["WARNING:ploneintranet.asynctasks:no preview of /plone/corrupt.docx: soffice made "
-             "no PDF: 'Error: source file could not be loaded'"],
+            [
+                "WARNING:ploneintranet.asynctasks:no preview of /plone/corrupt.docx: soffice made "
+                "no PDF: 'Error: source file could not be loaded'"
+            ],
         )
 
     def test_a_job_that_finds_libreoffice_busy_is_answered_503_to_be_retried(self):

@@ -28,7 +28,9 @@ class TestUploadWhileRedisIsDown(PipelineTestCase):
         title_field = re.search(r'name="(form\.widgets\.[\w.]*title)"', page.text).group(1)
         fields[title_field] = title
         return self.post(
-            form_url, auth=self.owner, data=fields,
+            form_url,
+            auth=self.owner,
+            data=fields,
             files={"form.widgets.image": ("picture.png", data, "image/png")},
         )
 

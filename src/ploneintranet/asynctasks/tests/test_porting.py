@@ -95,8 +95,7 @@ class TestUpstreamAddon(AddonTestCase):
         self.assertIn('name="note" type="text"', page.text)
         self.assertIn("Run this async job?", page.text)
         # upstream ran the job for any _authenticator, also in a GET
-        page = self.http("GET", self.view_url, params={"_authenticator": authenticator_in(page.text),
-                                                       "note": "by GET"})
+        page = self.http("GET", self.view_url, params={"_authenticator": authenticator_in(page.text), "note": "by GET"})
         self.assertIn("Run this async job?", page.text)
         self.assertIsNone(self.note())
 
@@ -162,8 +161,13 @@ class TestUpstreamNames(AddonTestCase):
         self.assertEqual(celerytasks.add(2, 3, delay=0), 5)
 
     def test_the_seeds_preview_task_and_view(self):
-        image = api.content.create(container=self.portal, type="Image", id="photo", title="Photo",
-                                   image=NamedBlobImage(PNG, filename="photo.png"))
+        image = api.content.create(
+            container=self.portal,
+            type="Image",
+            id="photo",
+            title="Photo",
+            image=NamedBlobImage(PNG, filename="photo.png"),
+        )
         api.user.grant_roles(username="eddie", obj=image, roles=["Editor"])
         transaction.commit()
         login(self.portal, "eddie")
@@ -183,8 +187,7 @@ class TestUpstreamNames(AddonTestCase):
         from ploneintranet.asynctasks.browser.status import StatusView
 
         view = StatusView(self.portal, self.request)
-        self.assertEqual([c["name"] for c in view.run_checks(round_trips=False)][:2],
-                         ["credentials", "broker"])
+        self.assertEqual([c["name"] for c in view.run_checks(round_trips=False)][:2], ["credentials", "broker"])
         self.assertIsNone(CheckTaskView(self.portal, self.request).stored_checksum())
 
     def test_status_views_on_a_subsite(self):
@@ -194,8 +197,7 @@ class TestUpstreamNames(AddonTestCase):
         owner = (SITE_OWNER_NAME, SITE_OWNER_PASSWORD)
         status = f"{folder.absolute_url()}/@@async-status"
         token = requests.get(status, params={"format": "json"}, auth=owner, timeout=60).json()["authenticator"]
-        report = requests.post(status, data={"format": "json", "_authenticator": token},
-                               auth=owner, timeout=60).json()
+        report = requests.post(status, data={"format": "json", "_authenticator": token}, auth=owner, timeout=60).json()
         self.assertTrue(report["ok"], report)
         transaction.abort()
         self.assertEqual(len(IAnnotations(folder).get("ploneintranet.asynctasks.checksum", "")), 32)

@@ -106,14 +106,19 @@ class TestPreviews(CommandsOnPath, unittest.TestCase):
         self.portal = self.layer["portal"]
         setRoles(self.portal, TEST_USER_ID, ["Manager"])
         self.image = api.content.create(
-            container=self.portal, type="Image", id="photo", title="Photo",
+            container=self.portal,
+            type="Image",
+            id="photo",
+            title="Photo",
             image=NamedBlobImage(picture(), filename="photo.png"),
         )
         transaction.savepoint(optimistic=True)  # gives the file an oid
 
     def add_file(self, data, filename, content_type):
         item = api.content.create(
-            container=self.portal, type="File", id=filename,
+            container=self.portal,
+            type="File",
+            id=filename,
             file=NamedBlobFile(data, filename=filename, contentType=content_type),
         )
         transaction.savepoint(optimistic=True)
@@ -181,13 +186,17 @@ class TestPreviews(CommandsOnPath, unittest.TestCase):
     def test_no_job_without_the_add_on_layer_or_without_credentials(self):
         # the test request has neither the browser layer nor a login cookie
         api.content.create(
-            container=self.portal, type="Image", id="quiet",
+            container=self.portal,
+            type="Image",
+            id="quiet",
             image=NamedBlobImage(picture(), filename="quiet.png"),
         )
         self.assertIsNone(previews.state(self.portal["quiet"]))
         alsoProvides(self.layer["request"], IPloneintranetAsyncLayer)
         api.content.create(
-            container=self.portal, type="Image", id="refused",
+            container=self.portal,
+            type="Image",
+            id="refused",
             image=NamedBlobImage(picture(), filename="refused.png"),
         )
         self.assertIsNone(previews.state(self.portal["refused"]))
@@ -273,8 +282,7 @@ class TestRunConverter(unittest.TestCase):
         with socket.create_server(("127.0.0.1", 0)) as listener:
             listener.settimeout(0)
             connect = self.python(
-                "import socket; socket.create_connection("
-                f"('127.0.0.1', {listener.getsockname()[1]}), timeout=5)"
+                f"import socket; socket.create_connection(('127.0.0.1', {listener.getsockname()[1]}), timeout=5)"
             )
             subprocess.run(connect, check=True, timeout=20)  # outside, it connects
             listener.accept()[0].close()
@@ -303,7 +311,9 @@ class TestSwitch(PipelineTestCase):
     def upload(self, name):
         """Add an Image ``name`` in this request and commit; return it."""
         image = api.content.create(
-            container=self.portal, type="Image", id=name,
+            container=self.portal,
+            type="Image",
+            id=name,
             image=NamedBlobImage(picture(), filename=f"{name}.png"),
         )
         transaction.commit()
@@ -328,9 +338,7 @@ class TestSwitch(PipelineTestCase):
         transaction.commit()
         on = self.upload("on")
         self.assertEqual(previews.state(on), previews.PENDING)
-        self.wait_for(
-            lambda: previews.state(self.fresh(on)) == previews.READY, "the preview of /plone/on"
-        )
+        self.wait_for(lambda: previews.state(self.fresh(on)) == previews.READY, "the preview of /plone/on")
         self.assertIn("async-preview ready", self.page(on))
         # the job for "on" ran; none was ever queued for "off", uploaded first
         log = self.celery_log()
@@ -347,8 +355,7 @@ class TestPreviewViews(CommandsOnPath, PipelineTestCase):
     def test_preview_views_answer_404_where_they_do_not_apply(self):
         folder = api.content.create(container=self.portal, type="Folder", id="folder")
         transaction.commit()
-        contexts = [self.portal, folder, self.doc, self.portal.portal_catalog,
-                    self.portal.acl_users]
+        contexts = [self.portal, folder, self.doc, self.portal.portal_catalog, self.portal.acl_users]
         for context in contexts:
             for view in ("@@async-preview-snippet", "@@async-preview-image"):
                 url = f"{context.absolute_url()}/{view}"
@@ -357,7 +364,9 @@ class TestPreviewViews(CommandsOnPath, PipelineTestCase):
 
     def test_the_snippet_of_an_image_is_found(self):
         image = api.content.create(
-            container=self.portal, type="Image", id="photo",
+            container=self.portal,
+            type="Image",
+            id="photo",
             image=NamedBlobImage(picture(), filename="photo.png"),
         )
         transaction.commit()
@@ -369,7 +378,9 @@ class TestPreviewViews(CommandsOnPath, PipelineTestCase):
         # this test sends the job itself: the upload queues none to run alongside
         noLongerProvides(self.layer["request"], IPloneintranetAsyncLayer)
         item = api.content.create(
-            container=self.portal, type="File", id="slow.pdf",
+            container=self.portal,
+            type="File",
+            id="slow.pdf",
             file=NamedBlobFile(slow_pdf(), filename="slow.pdf", contentType="application/pdf"),
         )
         transaction.commit()
@@ -383,8 +394,10 @@ class TestPreviewViews(CommandsOnPath, PipelineTestCase):
         self.assertEqual((response.status_code, response.text), (200, "preview none"))
         self.assertEqual(
             [line for line in logged.output if "slow.pdf" in line],
-            ["WARNING:ploneintranet.asynctasks:no preview of /plone/slow.pdf: pdftoppm took "
-             "longer than 1 s (ASYNC_PREVIEW_TIMEOUT) and was killed"],
+            [
+                "WARNING:ploneintranet.asynctasks:no preview of /plone/slow.pdf: pdftoppm took "
+                "longer than 1 s (ASYNC_PREVIEW_TIMEOUT) and was killed"
+            ],
         )
         item = self.fresh(self.portal)["slow.pdf"]
         self.assertIn("took longer than 1 s", previews.no_preview_reason(item))

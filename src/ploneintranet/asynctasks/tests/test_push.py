@@ -74,9 +74,7 @@ class Socket:
     def receive(self, timeout=15):
         """The next message as a dict, or ``None`` after ``timeout`` seconds."""
         try:
-            text = self.run(
-                lambda: asyncio.wait_for(self.connection.read_message(), timeout)
-            )
+            text = self.run(lambda: asyncio.wait_for(self.connection.read_message(), timeout))
         except asyncio.TimeoutError:
             return None
         return None if text is None else json.loads(text)
@@ -103,8 +101,10 @@ class PushTestCase(unittest.TestCase):
         setRoles(self.portal, TEST_USER_ID, ["Manager"])
         for username in ("alice", "bob"):
             api.user.create(
-                email=f"{username}@example.com", username=username,
-                password=f"secret-{username}", roles=["Member"],
+                email=f"{username}@example.com",
+                username=username,
+                password=f"secret-{username}",
+                roles=["Member"],
             )
         transaction.commit()
         self.sockets = []
@@ -177,8 +177,11 @@ class TestDelivery(PushTestCase):
         alice.close()
         self.sockets.remove(alice)
         # the server unsubscribes: nobody receives alice's messages any more
-        wait_until(lambda: messages.publish("alice", "t", "done") == 0, 10,
-                   message="the push server to unsubscribe alice's channel")
+        wait_until(
+            lambda: messages.publish("alice", "t", "done") == 0,
+            10,
+            message="the push server to unsubscribe alice's channel",
+        )
 
 
 class TestLogout(PushTestCase):
@@ -190,18 +193,17 @@ class TestLogout(PushTestCase):
         bob = self.open(self.cookie("bob"))
         closed_before = self.closed_in_log()
         started = time.monotonic()
-        logout = requests.get(
-            f"{self.portal_url}/logout", cookies={"__ac": cookie}, allow_redirects=False, timeout=30
-        )
+        logout = requests.get(f"{self.portal_url}/logout", cookies={"__ac": cookie}, allow_redirects=False, timeout=30)
         self.assertEqual(logout.status_code, 302)
         for tab in tabs:
             self.assertIsNone(tab.receive(timeout=5))
-            self.assertEqual(
-                (tab.connection.close_code, tab.connection.close_reason), (4001, "logged out")
-            )
+            self.assertEqual((tab.connection.close_code, tab.connection.close_reason), (4001, "logged out"))
         self.assertLess(time.monotonic() - started, 5)
-        wait_until(lambda: messages.publish("alice", "t", "done") == 0, 10,
-                   message="the push server to unsubscribe alice's channel")
+        wait_until(
+            lambda: messages.publish("alice", "t", "done") == 0,
+            10,
+            message="the push server to unsubscribe alice's channel",
+        )
         messages.publish("bob", "t", "done", "/b", "still-here")  # other users are not affected
         self.assertEqual(bob.receive()["target"], "still-here")
         self.assertEqual(self.closed_in_log() - closed_before, 2)
@@ -224,7 +226,10 @@ class TestPreviewJobPushes(PushTestCase):
     def setUp(self):
         super().setUp()
         self.image = api.content.create(
-            container=self.portal, type="Image", id="photo", title="Photo",
+            container=self.portal,
+            type="Image",
+            id="photo",
+            title="Photo",
             image=NamedBlobImage(PNG, filename="photo.png"),
         )
         api.user.grant_roles(username="alice", obj=self.image, roles=["Editor"])
@@ -247,9 +252,7 @@ class TestPreviewJobPushes(PushTestCase):
         self.assertEqual(message["status"], "done")
         self.assertEqual(message["task"], celerytasks.generate_preview.name)
         self.assertEqual(message["target"], previews.target_id(self.image))
-        snippet = requests.get(
-            message["snippet_url"], cookies={"__ac": self.cookie_alice}, timeout=30
-        )
+        snippet = requests.get(message["snippet_url"], cookies={"__ac": self.cookie_alice}, timeout=30)
         self.assertIn(f'id="{message["target"]}"', snippet.text)
         self.assertIn("<img", snippet.text)
         self.assertNotIn("data-pat-push", snippet.text)
@@ -305,9 +308,7 @@ class LimitedPushServerLayer(PushServerLayer):
     environ = LIMITS
 
 
-LIMITED_PUSH_SERVER_FIXTURE = LimitedPushServerLayer(
-    name="ploneintranet.asynctasks.tests:LimitedPushServer"
-)
+LIMITED_PUSH_SERVER_FIXTURE = LimitedPushServerLayer(name="ploneintranet.asynctasks.tests:LimitedPushServer")
 LIMITED_PUSH_TESTING = FunctionalTesting(
     bases=(CELERY_WORKER_FIXTURE, ASYNC_FIXTURE, LIMITED_PUSH_SERVER_FIXTURE),
     name="ploneintranet.asynctasks.tests:LimitedPush",
@@ -350,8 +351,11 @@ class TestLimits(PushTestCase):
         alice.send("x" * (MAX_BYTES + 1))
         self.assertIsNone(alice.receive(timeout=10))
         self.assertEqual(alice.connection.close_code, 1009)  # message too big
-        wait_until(lambda: messages.publish("alice", "t", "done") == 0, 10,
-                   message="the push server to free alice's only socket")
+        wait_until(
+            lambda: messages.publish("alice", "t", "done") == 0,
+            10,
+            message="the push server to free alice's only socket",
+        )
 
     def test_a_user_may_open_only_so_many_sockets(self):
         alice, bob = self.cookie("alice"), self.cookie("bob")
@@ -381,14 +385,13 @@ class TestLimits(PushTestCase):
         cookie = self.cookie("alice")
         url = self.layer["push_url"].replace("ws://", "http://", 1)
         for _ in range(MAX_SOCKETS):  # authenticated, then no upgrade: 400
-            answer = requests.get(
-                url, cookies={"__ac": cookie}, headers={"Origin": self.origin}, timeout=30
-            )
+            answer = requests.get(url, cookies={"__ac": cookie}, headers={"Origin": self.origin}, timeout=30)
             self.assertEqual(answer.status_code, 400)
         self.assertRefused(cookie, code=429)
         started = time.monotonic()
-        wait_until(lambda: self.opens(cookie), UPGRADE_TIMEOUT + SLACK,
-                   message="the places of the requests to be given back")
+        wait_until(
+            lambda: self.opens(cookie), UPGRADE_TIMEOUT + SLACK, message="the places of the requests to be given back"
+        )
         self.assertLess(time.monotonic() - started, UPGRADE_TIMEOUT + SLACK)
 
     def test_a_client_that_does_not_finish_its_request_is_dropped(self):
@@ -400,9 +403,7 @@ class TestLimits(PushTestCase):
         }
 
         async def all_at_once():  # the test takes one timeout, not three
-            return await asyncio.gather(
-                *(self.seconds_until_dropped(*sent) for sent in clients.values())
-            )
+            return await asyncio.gather(*(self.seconds_until_dropped(*sent) for sent in clients.values()))
 
         seconds = self.loop.run_until_complete(all_at_once())
         for name, dropped_after in zip(clients, seconds, strict=True):
@@ -432,8 +433,7 @@ class TestLimits(PushTestCase):
     def test_a_request_with_a_body_is_refused_at_once(self):
         async def answer():
             reader, writer = await asyncio.open_connection(*self.address())
-            writer.write(b"POST /push HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                         b"Content-Length: 1000000\r\n\r\nthe first bytes")
+            writer.write(b"POST /push HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000000\r\n\r\nthe first bytes")
             try:
                 return await asyncio.wait_for(reader.read(), 10)
             finally:
@@ -444,9 +444,9 @@ class TestLimits(PushTestCase):
     def test_a_socket_that_answers_no_ping_is_closed(self):
         cookie = self.cookie("alice")
         answering = self.open(cookie)  # Tornado's client answers pings
-        frames = self.loop.run_until_complete(asyncio.wait_for(
-            self.silent_socket(cookie), IDLE_TIMEOUT + CLOSE_HANDSHAKE + 2 * SLACK
-        ))
+        frames = self.loop.run_until_complete(
+            asyncio.wait_for(self.silent_socket(cookie), IDLE_TIMEOUT + CLOSE_HANDSHAKE + 2 * SLACK)
+        )
         opcodes = [opcode for opcode, _, _ in frames]
         self.assertEqual(opcodes[-1], CLOSE)
         self.assertIn(PING, opcodes)

@@ -30,8 +30,13 @@ import unittest
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
 ]
 #: Milliseconds the browser may take for a page, and for a preview to arrive.
 PAGE_TIMEOUT = 60_000
@@ -66,24 +71,22 @@ class TestPreviewArrivesByPush(unittest.TestCase):
 
     def setUp(self):
         if not shutil.which(CHROMIUM):
-            raise RuntimeError(
-                f"{CHROMIUM} is missing: run 'make chromium' (or 'apt-get install chromium' as root)"
-            )
+            raise RuntimeError(f"{CHROMIUM} is missing: run 'make chromium' (or 'apt-get install chromium' as root)")
         self.portal = self.layer["portal"]
         self.portal_url = self.portal.absolute_url()
         setRoles(self.portal, TEST_USER_ID, ["Manager"])
         self.folder = api.content.create(container=self.portal, type="Folder", id="uploads")
         for username in ("alice", "bob"):
             api.user.create(
-                email=f"{username}@example.com", username=username,
-                password=f"secret-{username}", roles=["Member"],
+                email=f"{username}@example.com",
+                username=username,
+                password=f"secret-{username}",
+                roles=["Member"],
             )
         api.user.grant_roles(username="alice", obj=self.folder, roles=["Contributor", "Editor"])
         transaction.commit()
         self.playwright = sync_playwright().start()
-        self.browser = self.playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
+        self.browser = self.playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
 
     def tearDown(self):
         self.browser.close()
@@ -142,9 +145,11 @@ class TestPreviewArrivesByPush(unittest.TestCase):
 
     def test_an_uploaded_word_document_shows_its_first_page_without_reload(self):
         require_soffice()
-        alice = self.upload_with_worker_paused(lambda: self.upload_file(
-            "alice", "memo.docx", office_files.docx("Quarterly memo"), office_files.CONTENT_TYPES["docx"]
-        ))
+        alice = self.upload_with_worker_paused(
+            lambda: self.upload_file(
+                "alice", "memo.docx", office_files.docx("Quarterly memo"), office_files.CONTENT_TYPES["docx"]
+            )
+        )
         preview = alice.wait_for_selector(".async-preview.ready img", timeout=PREVIEW_TIMEOUT)
         self.assertIn("@@async-preview-image", preview.get_attribute("src"))
         alice.wait_for_function(  # the page's picture itself arrived
@@ -160,9 +165,7 @@ class TestPreviewArrivesByPush(unittest.TestCase):
             'script[src*="pat-push.js"]', "found => found.map(s => [s.dataset.bundle, s.defer])"
         )
         self.assertEqual(scripts, [["ploneintranet-asynctasks-push", True]])  # only the bundle's
-        self.assertEqual(
-            bob.evaluate("window.__patternslib_registry.push.trigger"), ".pat-push"
-        )
+        self.assertEqual(bob.evaluate("window.__patternslib_registry.push.trigger"), ".pat-push")
         self.assertTrue(bob.evaluate("window.__patternslib_registry_initialized"))
         anonymous = self.browser.new_context().new_page()
         anonymous.goto(self.portal_url)
@@ -197,7 +200,8 @@ class TestPreviewArrivesByPush(unittest.TestCase):
             os.killpg(worker.pid, signal.SIGCONT)
         page.wait_for_function(
             "target => window.ploneintranetPush.received.some(m => m.target === target)",
-            arg=target, timeout=PREVIEW_TIMEOUT,
+            arg=target,
+            timeout=PREVIEW_TIMEOUT,
         )
         self.assertEqual(page.locator("#inject-here .async-preview").count(), 0)
         route, pending_answer = held[0]

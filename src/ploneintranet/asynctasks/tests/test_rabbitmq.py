@@ -73,6 +73,7 @@ globals().update(redis_layers_left_out())
 
 # --- the tests of the Redis pipeline that hold for any broker, on RabbitMQ ---
 
+
 class TestJobsWaitForTheCommit(test_jobqueue.TestJobsWaitForTheCommit):
     layer = RABBITMQ_PIPELINE_TESTING
 
@@ -95,13 +96,17 @@ class TestPreviewJobPushes(test_push.TestPreviewJobPushes):
 
 # --- what RabbitMQ does in Redis' place ---------------------------------------
 
+
 class TestStatus(PipelineTestCase):
     layer = RABBITMQ_PIPELINE_TESTING
 
     def status(self, method="GET", **form):
         send = self.post if method == "POST" else self.get
-        return send(f"{self.portal_url}/@@async-status", auth=self.owner,
-                    **({"data": form} if method == "POST" else {"params": form}))
+        return send(
+            f"{self.portal_url}/@@async-status",
+            auth=self.owner,
+            **({"data": form} if method == "POST" else {"params": form}),
+        )
 
     def test_every_check_is_ok_and_says_why_no_ledger_is_needed(self):
         response = self.status(format="json")

@@ -26,8 +26,13 @@ ARGS = (
 )
 #: What differs between two messages by nature: ids, the moment, the tag.
 NATURE = [
-    ("headers", "id"), ("headers", "root_id"), ("headers", "eta"), ("headers", "expires"),
-    ("properties", "correlation_id"), ("properties", "delivery_tag"), ("properties", "expiration"),
+    ("headers", "id"),
+    ("headers", "root_id"),
+    ("headers", "eta"),
+    ("headers", "expires"),
+    ("properties", "correlation_id"),
+    ("properties", "delivery_tag"),
+    ("properties", "expiration"),
 ]
 
 
@@ -54,8 +59,9 @@ class TestRedisWriter(BrokerTestCase):
             "queue": ("parked", {"queue": "parked"}),
             "ignore_result": ("high", {"ignore_result": True}),
         }
-        self.assertEqual(set(", ".join(cases).replace(",", " ").split()) - {"seconds", "a", "time"},
-                         set(rediswriter.OPTIONS))
+        self.assertEqual(
+            set(", ".join(cases).replace(",", " ").split()) - {"seconds", "a", "time"}, set(rediswriter.OPTIONS)
+        )
         for name, (queue, options) in cases.items():
             with self.subTest(name):
                 theirs = Job.create(celerytasks.post, ARGS, dict(options, task_id="by-celery"))
@@ -81,8 +87,9 @@ class TestRedisWriter(BrokerTestCase):
 
     def test_one_round_trip_in_order(self):
         jobs = [Job.create(celerytasks.post, ARGS, {"task_id": f"job-{index}"}) for index in range(10)]
-        with mock.patch.object(redis.client.Pipeline, "execute", autospec=True,
-                               side_effect=redis.client.Pipeline.execute) as executed:
+        with mock.patch.object(
+            redis.client.Pipeline, "execute", autospec=True, side_effect=redis.client.Pipeline.execute
+        ) as executed:
             delivery_for(self.app).publish(jobs)
         self.assertEqual(executed.call_count, 1)
         self.assertEqual(self.ids_in("high"), [f"job-{i}" for i in range(10)])

@@ -40,7 +40,8 @@ class RestApiTestCase(unittest.TestCase):
     def login(self, name):
         """A JWT for ``name`` from plone.restapi's ``@login``, as Volto gets one."""
         response = requests.post(
-            f"{self.portal_url}/@login", timeout=60,
+            f"{self.portal_url}/@login",
+            timeout=60,
             headers={"Accept": "application/json"},
             json={"login": name, "password": f"secret-{name}"},
         )
@@ -65,12 +66,17 @@ class TestBearerJobs(RestApiTestCase):
         self.assertEqual(result.get(timeout=30), 200)
 
         # the worker's POST reached the worker view as alice, after her save committed
-        self.assertEqual(restapi_addon.JOB_REQUESTS, [{
-            "url": f"{self.doc_url}/@@reindex_object",
-            "task": celerytasks.reindex_object.name,
-            "user": "alice",
-            "title": "Walrus memo",
-        }])
+        self.assertEqual(
+            restapi_addon.JOB_REQUESTS,
+            [
+                {
+                    "url": f"{self.doc_url}/@@reindex_object",
+                    "task": celerytasks.reindex_object.name,
+                    "user": "alice",
+                    "title": "Walrus memo",
+                }
+            ],
+        )
         transaction.abort()
         brains = self.portal.portal_catalog.unrestrictedSearchResults(Title="Walrus")
         self.assertEqual([brain.Title for brain in brains], ["Walrus memo"])
@@ -107,7 +113,9 @@ class TestAsyncStatusService(RestApiTestCase):
         )
         # and the answer's authenticator runs the round trips there, as documented
         response = self.call(
-            "POST", f"{self.portal_url}/@@async-status", token,
+            "POST",
+            f"{self.portal_url}/@@async-status",
+            token,
             data={"format": "json", "_authenticator": report["authenticator"]},
         )
         self.assertEqual(response.status_code, 200, response.text)
@@ -149,14 +157,16 @@ class TestControlpanelsEndpoint(RestApiTestCase):
         )
         panel = self.call("GET", self.panel_url(), token).json()
         self.assertEqual(panel["data"], {"portal_url_replacement_mapping": {}, "previews_enabled": True})
-        self.assertEqual(
-            sorted(panel["schema"]["properties"]), ["portal_url_replacement_mapping", "previews_enabled"]
-        )
+        self.assertEqual(sorted(panel["schema"]["properties"]), ["portal_url_replacement_mapping", "previews_enabled"])
         internal = self.portal_url.replace("localhost", "127.0.0.1")
         response = self.call(
-            "PATCH", self.panel_url(), token,
-            json={"previews_enabled": False,
-                  "portal_url_replacement_mapping": {"https://intranet.example.com": internal}},
+            "PATCH",
+            self.panel_url(),
+            token,
+            json={
+                "previews_enabled": False,
+                "portal_url_replacement_mapping": {"https://intranet.example.com": internal},
+            },
         )
         self.assertEqual(response.status_code, 204, response.text)
         transaction.abort()
@@ -168,19 +178,18 @@ class TestControlpanelsEndpoint(RestApiTestCase):
 
     def test_a_mapping_to_a_url_jobs_may_not_go_to_is_refused(self):
         response = self.call(
-            "PATCH", self.panel_url(), self.login("boss"),
+            "PATCH",
+            self.panel_url(),
+            self.login("boss"),
             json={"portal_url_replacement_mapping": {"https://intranet.example.com": "http://evil.example"}},
         )
         self.assertEqual(response.status_code, 400, response.text)
         self.assertIn("jobs may not be sent to http://evil.example", response.text)
         transaction.abort()
-        self.assertEqual(
-            api.portal.get_registry_record("ploneintranet.asynctasks.portal_url_replacement_mapping"), {}
-        )
+        self.assertEqual(api.portal.get_registry_record("ploneintranet.asynctasks.portal_url_replacement_mapping"), {})
 
     def test_a_site_administrator_may_not_read_or_change_them(self):
-        api.user.create(email="sam@example.com", username="sam", password="secret-sam",
-                        roles=["Site Administrator"])
+        api.user.create(email="sam@example.com", username="sam", password="secret-sam", roles=["Site Administrator"])
         transaction.commit()
         token = self.login("sam")
         listing = self.call("GET", f"{self.portal_url}/@controlpanels", token)

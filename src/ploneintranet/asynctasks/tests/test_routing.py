@@ -105,8 +105,7 @@ class ZEORoutingLayer(Layer):
         self.haproxy_port = free_port()
         # as make run-zeo: jobs go to the site's address, HAProxy's
         origins = f"http://127.0.0.1:{self.haproxy_port},http://localhost:{self.haproxy_port}"
-        env = dict(os.environ, BROKER_URL=redis_url, CELERY_RESULT_BACKEND=redis_url,
-                   ASYNC_ALLOWED_ORIGINS=origins)
+        env = dict(os.environ, BROKER_URL=redis_url, CELERY_RESULT_BACKEND=redis_url, ASYNC_ALLOWED_ORIGINS=origins)
         self["admin"] = (ADMIN, self.create_site(zopeconfig, env))
         write_instance = self.start_storage(zopeconfig, env)
         self.ports = {name: free_port() for name in self.instances}
@@ -117,7 +116,9 @@ class ZEORoutingLayer(Layer):
         for name in self.instances:
             wait_until(
                 lambda name=name: self.answers(f"http://127.0.0.1:{self.ports[name]}/"),
-                120, 0.2, f"{name} to answer",
+                120,
+                0.2,
+                f"{name} to answer",
             )
         self["haproxy_url"] = self.start_haproxy(haproxy, env)
         self["access_log"] = self.access_log
@@ -132,8 +133,12 @@ class ZEORoutingLayer(Layer):
         self.write_site_instance(zopeconfig)
         self.run_checked(
             "create_site",
-            [str(BIN / "python"), str(ROOT / "scripts" / "create_site.py"),
-             str(self.var / "etc" / "zope.conf"), str(password_file)],
+            [
+                str(BIN / "python"),
+                str(ROOT / "scripts" / "create_site.py"),
+                str(self.var / "etc" / "zope.conf"),
+                str(password_file),
+            ],
             env,
         )
         return password
@@ -190,8 +195,9 @@ class ZEORoutingLayer(Layer):
     def run_checked(self, name, command, env):
         log = self.var / "log" / f"{name}.log"
         with open(log, "wb") as output:
-            result = subprocess.run(command, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=output, stderr=subprocess.STDOUT, timeout=180)
+            result = subprocess.run(
+                command, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, timeout=180
+            )
         if result.returncode:
             raise RuntimeError(f"{name} failed:\n{log_tail(log)}")
 
@@ -200,8 +206,13 @@ class ZEORoutingLayer(Layer):
         log = self.var / "log" / f"{name}.log"
         with open(log, "wb") as output:
             process = subprocess.Popen(
-                command, env=env, cwd=self.var, stdin=subprocess.DEVNULL,
-                stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+                command,
+                env=env,
+                cwd=self.var,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         process.log = log
         self.processes.append(process)
@@ -210,9 +221,7 @@ class ZEORoutingLayer(Layer):
     def check_running(self):
         for process in self.processes:
             if process.poll() is not None:
-                raise RuntimeError(
-                    f"{process.args[0]} exited ({process.returncode}):\n{log_tail(process.log)}"
-                )
+                raise RuntimeError(f"{process.args[0]} exited ({process.returncode}):\n{log_tail(process.log)}")
 
     def accepts(self, address):
         self.check_running()
@@ -309,12 +318,10 @@ class RoutingTestCase(unittest.TestCase):
         return [line for line in self.log(name).splitlines() if needle in line]
 
     def wait_served(self, name, needle):
-        return wait_until(lambda: self.served(name, needle), 10, 0.1,
-                          f"{needle} in the access log of {name}")
+        return wait_until(lambda: self.served(name, needle), 10, 0.1, f"{needle} in the access log of {name}")
 
 
 class TestHAProxyRouting(RoutingTestCase):
-
     def test_user_traffic_reaches_the_frontend(self):
         probe = uuid.uuid4().hex
         response = requests.get(f"{self.url}/Plone/@@ok?probe={probe}", timeout=30)
@@ -326,9 +333,7 @@ class TestHAProxyRouting(RoutingTestCase):
     def test_a_task_header_from_another_host_is_user_traffic(self):
         # The Celery worker connects from 127.0.0.1, the only Celery host
         # here; 127.0.0.2 is another host on the loopback network.
-        connection = http.client.HTTPConnection(
-            self.url.split("//")[1], timeout=30, source_address=("127.0.0.2", 0)
-        )
+        connection = http.client.HTTPConnection(self.url.split("//")[1], timeout=30, source_address=("127.0.0.2", 0))
         try:
             connection.request("GET", "/Plone/@@ok", headers={TASK_NAME_HEADER: REINDEX})
             response = connection.getresponse()
@@ -345,34 +350,36 @@ class TestHAProxyRouting(RoutingTestCase):
         status = f"{self.url}/Plone/@@async-status"
         # other tests of this layer may have sent jobs before: count the new ones
         before = {name: len(self.served(name, "async-checktask")) for name in ("plone-frontend", "plone-worker")}
-        token = requests.get(status, params={"format": "json"}, auth=self.admin,
-                             timeout=60).json()["authenticator"]
-        response = requests.post(status, data={"format": "json", "_authenticator": token},
-                                 auth=self.admin, timeout=60)
+        token = requests.get(status, params={"format": "json"}, auth=self.admin, timeout=60).json()["authenticator"]
+        response = requests.post(status, data={"format": "json", "_authenticator": token}, auth=self.admin, timeout=60)
         report = response.json()
         self.assertTrue(report["round_trips"], report)
         self.assertTrue(report["ok"], report)
         self.assertEqual(response.headers["Server"], "plone-frontend")
-        wait_until(lambda: len(self.served("plone-worker", "async-checktask")) == before["plone-worker"] + 1,
-                   10, 0.1, "the job in the access log of plone-worker")
+        wait_until(
+            lambda: len(self.served("plone-worker", "async-checktask")) == before["plone-worker"] + 1,
+            10,
+            0.1,
+            "the job in the access log of plone-worker",
+        )
         self.assertEqual(len(self.served("plone-frontend", "async-checktask")), before["plone-frontend"])
         self.assertEqual(self.served("plone-worker", "async-status"), [])
 
     def test_a_task_listed_for_a_pool_reaches_that_pool(self):
         # The confirmation form of @@reindex_object gives a CSRF token, as
         # AbstractPost makes one in Plone; the job is what ReindexObject sends.
-        form = requests.get(f"{self.url}/Plone/@@reindex_object",
-                            auth=self.admin, timeout=30)
+        form = requests.get(f"{self.url}/Plone/@@reindex_object", auth=self.admin, timeout=30)
         token = re.search(r'name="_authenticator"\s+value="([^"]+)"', form.text)
         self.assertIsNotNone(token, form.text[:2000])
         basic = base64.b64encode(":".join(self.admin).encode()).decode()
-        job = celerytasks.reindex_object.apply_async((
-            f"{self.url}/Plone/@@reindex_object",
-            {"_authenticator": token.group(1)},
-            {"Authorization": f"Basic {basic}",
-             TASK_NAME_HEADER: REINDEX, USER_HEADER: ADMIN},
-            {},
-        ))
+        job = celerytasks.reindex_object.apply_async(
+            (
+                f"{self.url}/Plone/@@reindex_object",
+                {"_authenticator": token.group(1)},
+                {"Authorization": f"Basic {basic}", TASK_NAME_HEADER: REINDEX, USER_HEADER: ADMIN},
+                {},
+            )
+        )
         self.assertEqual(job.get(timeout=60), 200)
         posts = self.wait_served("plone-frontend", "POST /Plone/%40%40reindex_object")
         self.assertEqual(len(posts), 1)
@@ -390,10 +397,8 @@ class TestWorkerInstanceKilled(RoutingTestCase):
 
     def round_trips(self):
         status = f"{self.url}/Plone/@@async-status"
-        token = requests.get(status, params={"format": "json"}, auth=self.admin,
-                             timeout=60).json()["authenticator"]
-        response = requests.post(status, data={"format": "json", "_authenticator": token},
-                                 auth=self.admin, timeout=90)
+        token = requests.get(status, params={"format": "json"}, auth=self.admin, timeout=60).json()["authenticator"]
+        response = requests.post(status, data={"format": "json", "_authenticator": token}, auth=self.admin, timeout=90)
         return response.json()
 
     def test_jobs_go_to_the_frontend_while_the_worker_instance_is_dead(self):
@@ -402,16 +407,14 @@ class TestWorkerInstanceKilled(RoutingTestCase):
         topology.kill_instance("plone-worker")
         try:
             # HAProxy marks it down after three failed checks, 2 s apart
-            wait_until(lambda: self.job_server() == "plone-frontend", 30, 0.5,
-                       "HAProxy to send jobs to the frontend")
+            wait_until(lambda: self.job_server() == "plone-frontend", 30, 0.5, "HAProxy to send jobs to the frontend")
             before = len(self.served("plone-frontend", "async-checktask"))
             report = self.round_trips()
             self.assertTrue(report["ok"], report)
             self.assertEqual(len(self.served("plone-frontend", "async-checktask")), before + 1)
         finally:
             topology.start_instance("plone-worker")
-            wait_until(lambda: self.job_server() == "plone-worker", 120, 0.5,
-                       "jobs to reach the worker instance again")
+            wait_until(lambda: self.job_server() == "plone-worker", 120, 0.5, "jobs to reach the worker instance again")
 
 
 class TestWorkerInstanceKilledOnRelStorage(TestWorkerInstanceKilled):

@@ -68,6 +68,7 @@ globals().update(redis_layers_left_out())
 
 # --- the tests of the Redis pipeline that hold for any broker, on Sentinel ---
 
+
 class TestJobsWaitForTheCommit(test_jobqueue.TestJobsWaitForTheCommit):
     layer = SENTINEL_PIPELINE_TESTING
 
@@ -178,6 +179,7 @@ class TestWaitForTheReplica(unittest.TestCase):
 
 # --- failover under steady traffic --------------------------------------------
 
+
 class LostJobs(logging.Handler):
     """Collects the task ids of the jobs logged as ``LOST JOB``."""
 
@@ -221,10 +223,15 @@ class TestFailover(unittest.TestCase):
 
     def start_worker(self, wait_replicas):
         self.worker = start_celery_worker(
-            self.sentinels.url, self.directory, f"failover-{os.getpid()}",
+            self.sentinels.url,
+            self.directory,
+            f"failover-{os.getpid()}",
             BROKER_TRANSPORT_OPTIONS=json.dumps(self.sentinels.options),
-            ASYNC_REDIS_WAIT_REPLICAS=wait_replicas, ASYNC_SWEEP_INTERVAL=2,
-            ASYNC_VISIBILITY_TIMEOUT=10, ASYNC_MAX_RETRIES=30, ASYNC_RETRY_BACKOFF_MAX=2,
+            ASYNC_REDIS_WAIT_REPLICAS=wait_replicas,
+            ASYNC_SWEEP_INTERVAL=2,
+            ASYNC_VISIBILITY_TIMEOUT=10,
+            ASYNC_MAX_RETRIES=30,
+            ASYNC_RETRY_BACKOFF_MAX=2,
         )
         self.addCleanup(stop_process, self.worker)
 
@@ -264,8 +271,10 @@ class TestFailover(unittest.TestCase):
         stopping = threading.Event()
         thread = threading.Thread(target=self.traffic, args=(stopping, sent), daemon=True)
         started = time.monotonic()
-        with mock.patch.object(celeryconfig, "ASYNC_REDIS_WAIT_REPLICAS", wait_replicas), \
-                mock.patch.object(celeryconfig, "ASYNC_SENTINEL_FAILOVER_WAIT", failover_wait):
+        with (
+            mock.patch.object(celeryconfig, "ASYNC_REDIS_WAIT_REPLICAS", wait_replicas),
+            mock.patch.object(celeryconfig, "ASYNC_SENTINEL_FAILOVER_WAIT", failover_wait),
+        ):
             thread.start()
             time.sleep(self.kill_at - lag)
             before = len(sent["seconds"])

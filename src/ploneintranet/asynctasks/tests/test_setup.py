@@ -72,9 +72,7 @@ class TestSetup(unittest.TestCase):
         self.assertEqual(configlet.Title(), "Async tasks")
         self.assertEqual(configlet.getCategory(), "Products")
         self.assertEqual(configlet.permissions, ("Manage portal",))
-        self.assertEqual(
-            configlet.getActionExpression(), "string:${portal_url}/@@async-tasks-controlpanel"
-        )
+        self.assertEqual(configlet.getActionExpression(), "string:${portal_url}/@@async-tasks-controlpanel")
 
     def test_install_adds_only_its_parts_and_uninstall_takes_them_all_away(self):
         IAnnotations(self.portal)[CHECKSUM_KEY] = "c0ffee"  # what a status round trip leaves
@@ -87,13 +85,16 @@ class TestSetup(unittest.TestCase):
             self.assertEqual(self.footprint(), uninstalled)
         self.assertEqual(uninstalled - installed, set())
         added = installed - uninstalled
-        self.assertLessEqual({
-            "record ploneintranet.asynctasks.portal_url_replacement_mapping",
-            "record ploneintranet.asynctasks.previews_enabled",
-            f"configlet {CONFIGLET_ID}",
-            f"layer {IPloneintranetAsyncLayer.__identifier__}",
-            f"acl_users {PLUGIN_ID}",
-        }, added)
+        self.assertLessEqual(
+            {
+                "record ploneintranet.asynctasks.portal_url_replacement_mapping",
+                "record ploneintranet.asynctasks.previews_enabled",
+                f"configlet {CONFIGLET_ID}",
+                f"layer {IPloneintranetAsyncLayer.__identifier__}",
+                f"acl_users {PLUGIN_ID}",
+            },
+            added,
+        )
         # and nothing but the add-on's own parts (the push bundle's records, ...)
         self.assertEqual(sorted(item for item in added if "asynctasks" not in item), [])
 
@@ -127,9 +128,7 @@ class TestSetup(unittest.TestCase):
         with api.env.adopt_roles(["Manager"]):
             self.installer.upgrade_product("ploneintranet.asynctasks")
         self.assertEqual(self.installed_parts(), (True, {}, True))
-        self.assertEqual(
-            setup.getLastVersionForProfile("ploneintranet.asynctasks:default"), ("1004",)
-        )
+        self.assertEqual(setup.getLastVersionForProfile("ploneintranet.asynctasks:default"), ("1004",))
 
     def test_upgrade_from_1001_adds_the_job_token_plugin(self):
         uninstall(self.portal.acl_users)
@@ -155,9 +154,7 @@ class TestSetup(unittest.TestCase):
         )
         # only the new record is written: the admin's mapping stays
         self.assertEqual(self.installed_parts(), (True, mapping, True))
-        self.assertEqual(
-            setup.getLastVersionForProfile("ploneintranet.asynctasks:default"), ("1004",)
-        )
+        self.assertEqual(setup.getLastVersionForProfile("ploneintranet.asynctasks:default"), ("1004",))
 
     def test_upgrade_to_1003_keeps_previews_switched_off(self):
         api.portal.set_registry_record(ENABLED_RECORD, False)
@@ -179,6 +176,4 @@ class TestSetup(unittest.TestCase):
         self.assertEqual(self.configlet().Title(), "Async tasks")
         self.assertEqual(self.installed_parts(), (True, mapping, True))
         self.assertIs(self.previews_switch(), False)
-        self.assertEqual(
-            setup.getLastVersionForProfile("ploneintranet.asynctasks:default"), ("1004",)
-        )
+        self.assertEqual(setup.getLastVersionForProfile("ploneintranet.asynctasks:default"), ("1004",))

@@ -19,7 +19,8 @@ CHECKS = ["credentials", "broker", "waiting jobs", "worker", "task round trip", 
 class TestAsyncStatus(PipelineTestCase):
     def status(self, method="GET", **form):
         return getattr(self, method.lower())(
-            f"{self.portal_url}/@@async-status", auth=self.owner,
+            f"{self.portal_url}/@@async-status",
+            auth=self.owner,
             **({"params": form} if method == "GET" else {"data": form}),
         )
 
@@ -31,16 +32,12 @@ class TestAsyncStatus(PipelineTestCase):
         self.assertEqual(response.headers["Content-Type"], "application/json")
         report = response.json()
         self.assertEqual([c["name"] for c in report["checks"]], CHECKS)
-        self.assertEqual(
-            [c["status"] for c in report["checks"]], ["OK"] * len(CHECKS), report
-        )
+        self.assertEqual([c["status"] for c in report["checks"]], ["OK"] * len(CHECKS), report)
         self.assertIs(report["ok"], True)
         self.assertIs(report["round_trips"], True)
         self.assertIn(self.layer["redis_url"].rsplit("/", 1)[0], report["checks"][1]["message"])
         # the round trip really wrote through the worker view
-        self.assertEqual(
-            len(IAnnotations(self.fresh(self.portal)).get(CHECKSUM_KEY, "")), 32
-        )
+        self.assertEqual(len(IAnnotations(self.fresh(self.portal)).get(CHECKSUM_KEY, "")), 32)
 
     def test_a_get_sends_no_job(self):
         """A link to the view (the page or its JSON) queues nothing: the round
@@ -55,7 +52,8 @@ class TestAsyncStatus(PipelineTestCase):
         self.assertIs(report["round_trips"], False)
         self.assertEqual(
             [c["status"] for c in report["checks"]],
-            ["OK", "OK", "OK", "OK", "NOT RUN", "NOT RUN", "OK"], report,
+            ["OK", "OK", "OK", "OK", "NOT RUN", "NOT RUN", "OK"],
+            report,
         )
         self.assertIsNone(IAnnotations(self.fresh(self.portal)).get(CHECKSUM_KEY))
 

@@ -46,7 +46,9 @@ class TestSweepBesideJobs(unittest.TestCase):
         directory = tempfile.mkdtemp(prefix="asynctasks-sweep-")
         self.addCleanup(shutil.rmtree, directory, ignore_errors=True)
         worker = start_celery_worker(
-            self.layer["redis_url"], directory, f"asynctasks-sweep-{os.getpid()}",
+            self.layer["redis_url"],
+            directory,
+            f"asynctasks-sweep-{os.getpid()}",
             ASYNC_SWEEP_INTERVAL=1,
         )
         self.addCleanup(stop_process, worker)
@@ -59,8 +61,10 @@ class TestSweepBesideJobs(unittest.TestCase):
     def test_jobs_run_while_a_sweep_sends_lost_jobs_again(self):
         self.round_trip()  # the worker's pool and connections are warm
         # In the ledger, due at once, and in no queue: lost, as after a purge.
-        jobs = [Job.create(celerytasks.post, ARGS, {"task_id": f"lost-{number}", "queue": NOWHERE})
-                for number in range(self.lost)]
+        jobs = [
+            Job.create(celerytasks.post, ARGS, {"task_id": f"lost-{number}", "queue": NOWHERE})
+            for number in range(self.lost)
+        ]
         pipe = self.redis.pipeline()
         with mock.patch.object(celeryconfig, "ASYNC_SWEEP_INTERVAL", 0.1):
             ledger.add_to(pipe, self.app, jobs)  # written, not sent
@@ -73,7 +77,8 @@ class TestSweepBesideJobs(unittest.TestCase):
             trips.append(self.round_trip())
             time.sleep(0.02)
         self.assertLess(
-            max(trips), self.longest,
+            max(trips),
+            self.longest,
             f"a job waited {max(trips):.2f} s while the sweep sent {self.lost} jobs again "
             f"({len(trips)} round trips, median {sorted(trips)[len(trips) // 2] * 1000:.0f} ms)",
         )

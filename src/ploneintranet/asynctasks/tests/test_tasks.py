@@ -44,19 +44,13 @@ class TestReindexObject(PipelineTestCase):
 
 class TestPost(PipelineTestCase):
     def test_post_round_trip_writes_the_posted_data(self):
-        response = self.get(
-            f"{self.doc_url}/@@test-enqueue?job=post&note=hello", auth=self.owner
-        )
+        response = self.get(f"{self.doc_url}/@@test-enqueue?job=post&note=hello", auth=self.owner)
         self.assertEqual(response.status_code, 200, response.text[:500])
         result = AsyncResult(response.text, app=celerytasks.app)
         self.assertEqual(result.get(timeout=self.job_timeout), 200)
         self.assertEqual(notes(self.fresh(self.doc)), ["hello"])
 
     def test_job_carries_the_task_name_header_for_routing(self):
-        response = self.get(
-            f"{self.doc_url}/@@test-enqueue?job=post&note=routed", auth=self.owner
-        )
+        response = self.get(f"{self.doc_url}/@@test-enqueue?job=post&note=routed", auth=self.owner)
         AsyncResult(response.text, app=celerytasks.app).get(timeout=self.job_timeout)
-        self.assertEqual(
-            received_task_name(self.fresh(self.doc)), celerytasks.post.name
-        )
+        self.assertEqual(received_task_name(self.fresh(self.doc)), celerytasks.post.name)

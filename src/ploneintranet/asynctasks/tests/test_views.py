@@ -42,9 +42,7 @@ class TestReindexObjectView(PipelineTestCase):
     def test_confirming_the_form_runs_the_job(self):
         form = self.get(self.url, auth=self.owner)
         token = authenticator_in(form.text)
-        response = self.post(
-            self.url, auth=self.owner, data={"_authenticator": token, "attributes": "Title"}
-        )
+        response = self.post(self.url, auth=self.owner, data={"_authenticator": token, "attributes": "Title"})
         self.assertEqual(response.status_code, 200)
         self.assertEqual(response.text, "reindexed")
         self.assertEqual(self.catalog_titles("Walrus"), ["Walrus memo"])

@@ -8,12 +8,8 @@ token like any user's jobs.
 
 from asynctasks_benchmarks import site
 from asynctasks_benchmarks.client import BenchError
-from asynctasks_benchmarks.jobs import PARKED_QUEUE
 from dataclasses import dataclass
 import itertools
-import json
-from ploneintranet.asynctasks import ledger
-from ploneintranet.asynctasks.celerytasks import app
 import statistics
 import time
 import uuid
@@ -69,15 +65,9 @@ def percentile(values, fraction):
 
 
 def discard_parked(stack):
-    """Throw away the parked jobs: their messages and their ledger entries.
-
-    Deleting the queue alone leaves the jobs in the ledger, where the
-    workers' sweeps find them lost and send them again, a thousand per sweep
-    and up to three times each: the 11,000 jobs of measurement 1 made 7,000
-    resends during measurements 2 and 3, whose CPU the latency paid."""
-    ids = [json.loads(raw)["headers"]["id"] for raw in stack.redis.lrange(PARKED_QUEUE, 0, -1)]
-    stack.redis.delete(PARKED_QUEUE)
-    ledger.forget(app, *ids)
+    """Throw away the parked jobs (:meth:`BenchStack.discard_parked
+    <asynctasks_benchmarks.services.BenchStack.discard_parked>`)."""
+    stack.discard_parked()
 
 
 def new_run(name):
@@ -305,7 +295,7 @@ def _cpu_per_job(samples, first, last):
     start = next(s for s in samples if s[0] >= first)
     end = next(s for s in samples if s[0] >= last)
     jobs = max(1, end[0] - start[0])
-    return {name: (end[1][name] - start[1][name]) * 1000 / jobs for name in ("plone", "worker-tuned", "redis")}
+    return {name: (end[1][name] - start[1][name]) * 1000 / jobs for name in ("plone", "worker-tuned", "broker")}
 
 
 def scale(stack, client, sizes):

@@ -211,7 +211,7 @@ def scale_lines(results):
 def table(summary, meta, results=None):
     """The text table that ``make bench`` prints."""
     lines = [
-        f"ploneintranet.asynctasks benchmark: {meta['rounds']} round(s), "
+        f"ploneintranet.asynctasks benchmark: broker {meta.get('broker', 'redis')}, {meta['rounds']} round(s), "
         f"{meta['cpus']} CPUs, load average {meta['load_before']:.2f} before, "
         f"{meta['load_after']:.2f} after",
         f"tuned worker: {meta['tuned_worker']}",
@@ -229,6 +229,8 @@ def table(summary, meta, results=None):
             f"{row.number:<2} {row.label:<52} {_number(figure['value']):>8} "
             f"{spread:>15} {row.unit:<6} {row.target:<15} {met}".rstrip()
         )
+    if meta.get("broker") == "rabbitmq" and "enqueue_one_celery" in summary:
+        lines.append("RabbitMQ: every job goes by Celery's road; the Redis writer is for Redis brokers only.")
     lines.extend(cpu_lines(results or {}))
     lines.extend(scale_lines(results or {}))
     targets = [f for f in summary.values() if f["met"] is not None]

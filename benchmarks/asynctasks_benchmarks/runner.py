@@ -3,8 +3,8 @@
 ::
 
     .venv/bin/python -m asynctasks_benchmarks [--smoke]
-        [--rounds N] [--json var/bench.json] [--only enqueue,latency] [--keep]
-        [--profile DIR] [--root CHECKOUT]
+        [--broker redis|sentinel|rabbitmq] [--rounds N] [--json var/bench.json]
+        [--only enqueue,latency] [--keep] [--profile DIR] [--root CHECKOUT]
 
 Run it from the root of the git checkout (``make bench`` does), or name the
 checkout with ``--root``: its scripts/ build the site and the figures go to
@@ -16,6 +16,7 @@ from asynctasks_benchmarks import measure
 from asynctasks_benchmarks import profiling
 from asynctasks_benchmarks import report
 from asynctasks_benchmarks.client import PloneClient
+from asynctasks_benchmarks.services import BROKERS
 from asynctasks_benchmarks.services import TUNED_WORKER
 from asynctasks_benchmarks.services import BenchStack
 import contextlib
@@ -54,12 +55,16 @@ def warm_up(stack, client, sizes):
     measure.discard_parked(stack)
 
 
-def run(sizes, only, directory, checkout, profile=None):
-    """Measure ``only``; with ``profile`` (a directory), record Plone and
-    the tuned worker with py-spy meanwhile."""
+def run(sizes, only, directory, checkout, profile=None, broker="redis"):
+    """Measure ``only`` on a private ``broker`` (one of
+    :data:`~asynctasks_benchmarks.services.BROKERS`); with ``profile`` (a
+    directory), record Plone and the tuned worker with py-spy meanwhile."""
     results = {}
-    with BenchStack(directory, checkout) as stack:
-        say(f"bench: Plone {stack.portal_url}, Redis {stack.redis_url}, logs in {directory}/log")
+    with BenchStack(directory, checkout, broker=broker) as stack:
+        say(
+            f"bench: Plone {stack.portal_url}, broker {broker} {stack.broker_url.replace('guest:guest@', '')}, "
+            f"results {stack.redis_url}, logs in {directory}/log"
+        )
         client = PloneClient(stack.portal_url, stack.password)
         warm_up(stack, client, sizes)
         processes = {"plone": stack.plone.pid, "worker-tuned": stack.workers["tuned"].pid}
@@ -85,6 +90,13 @@ def parse(argv):
     parser = argparse.ArgumentParser(prog="make bench", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--smoke", action="store_true", help="tiny numbers: proves the benchmark runs, measures nothing"
+    )
+    parser.add_argument(
+        "--broker",
+        choices=list(BROKERS),
+        default="redis",
+        help="the private broker: a redis-server, a Sentinel setup (master, replica, three sentinels) "
+        "or a vhost on this machine's RabbitMQ, with the results in a redis-server (default: redis)",
     )
     parser.add_argument("--rounds", type=int, help="rounds of each comparison")
     parser.add_argument(
@@ -137,13 +149,14 @@ def main(argv=None):
     directory = tempfile.mkdtemp(prefix="asynctasks-bench-")
     load_before = os.getloadavg()[0]
     try:
-        results = run(sizes, args.only, directory, args.root, args.profile)
+        results = run(sizes, args.only, directory, args.root, args.profile, args.broker)
     finally:
         if args.keep:
             say(f"bench: kept {directory}")
         else:
             shutil.rmtree(directory, ignore_errors=True)
     meta = {
+        "broker": args.broker,
         "rounds": sizes.rounds,
         "sizes": dataclasses.asdict(sizes),
         "smoke": args.smoke,

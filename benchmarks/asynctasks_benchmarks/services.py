@@ -1,6 +1,8 @@
 """The real processes the benchmark measures, all under one temp directory.
 
-:class:`BenchStack` starts a private ``redis-server``, builds a Plone site on
+:class:`BenchStack` starts a private broker (:data:`BROKERS`: a
+``redis-server``, a Sentinel setup or a vhost on this machine's RabbitMQ,
+each by the layer ``make test`` uses for it), builds a Plone site on
 a FileStorage with the checkout's scripts/zopeconfig.py and create_site.py
 (through :mod:`~asynctasks_benchmarks.site`), serves it with ``runwsgi``
 as ``make run`` does, plus this package's views, and starts one Celery worker
@@ -11,18 +13,22 @@ after an error or Ctrl-C.
 from asynctasks_benchmarks import site
 from asynctasks_benchmarks.jobs import DEFAULT_QUEUE
 from asynctasks_benchmarks.jobs import NAIVE_QUEUE
+from asynctasks_benchmarks.jobs import PARKED_QUEUE
 import contextlib
 from dataclasses import dataclass
+import json
 import os
 from pathlib import Path
+from ploneintranet.asynctasks import ledger
+from ploneintranet.asynctasks.broker import client_for
 from ploneintranet.asynctasks.celerytasks import app
+from ploneintranet.asynctasks.testing import RabbitMQLayer
+from ploneintranet.asynctasks.testing import RedisSentinelLayer
+from ploneintranet.asynctasks.testing import RedisServerLayer
 from ploneintranet.asynctasks.testing import free_port
 from ploneintranet.asynctasks.testing import log_tail
-from ploneintranet.asynctasks.testing import point_celery_app_at
-from ploneintranet.asynctasks.testing import start_redis_server
 from ploneintranet.asynctasks.testing import stop_process
 from ploneintranet.asynctasks.testing import wait_until
-import redis
 import requests
 import secrets
 import signal
@@ -31,6 +37,17 @@ import sys
 
 
 BIN = Path(sys.executable).parent
+
+#: ``--broker``: the private broker of each kind, as ``make test`` sets it up
+#: (the layers of :mod:`ploneintranet.asynctasks.testing`): a redis-server of
+#: its own; a master, a replica and three sentinels of their own; a vhost of
+#: its own on this machine's RabbitMQ (127.0.0.1:5672, created and deleted),
+#: with the results in a redis-server of its own.
+BROKERS = {
+    "redis": RedisServerLayer,
+    "sentinel": RedisSentinelLayer,
+    "rabbitmq": RabbitMQLayer,
+}
 
 
 @dataclass(frozen=True)
@@ -94,11 +111,15 @@ def process_tree_cpu(pid):
 
 
 class BenchStack:
-    """Redis, a Plone instance on a FileStorage and Celery workers, under
-    ``directory``; ``checkout`` is the git checkout whose scripts/ configure
-    and build the site."""
+    """A private broker (``broker``, one of :data:`BROKERS`), a Plone
+    instance on a FileStorage and Celery workers, under ``directory``;
+    ``checkout`` is the git checkout whose scripts/ configure and build the
+    site."""
 
-    def __init__(self, directory, checkout, workers=(TUNED_WORKER, DEFAULT_WORKER, NAIVE_WORKER)):
+    def __init__(self, directory, checkout, workers=(TUNED_WORKER, DEFAULT_WORKER, NAIVE_WORKER), broker="redis"):
+        if broker not in BROKERS:
+            raise ValueError(f"unknown broker {broker!r}: choose one of {', '.join(BROKERS)}")
+        self.broker = broker
         self.directory = Path(directory)
         self.checkout = Path(checkout)
         self.worker_settings = {settings.name: settings for settings in workers}
@@ -121,7 +142,7 @@ class BenchStack:
         password_file = self.directory / "admin-password"
         password_file.write_text(self.password + "\n")
         password_file.chmod(0o600)
-        self.start_redis()
+        self.start_broker()
         self.port = free_port()
         self.origin = f"http://127.0.0.1:{self.port}"
         # The workers load while the site is built and Plone starts.
@@ -132,21 +153,63 @@ class BenchStack:
         for settings in self.worker_settings.values():
             self.wait_for_worker(settings)
 
-    # --- Redis -----------------------------------------------------------
+    # --- the broker ------------------------------------------------------
 
-    def start_redis(self):
-        port = free_port()
-        directory = self.directory / "redis"
-        directory.mkdir()
-        process = start_redis_server(port, str(directory))
-        self._stack.callback(stop_process, process)
-        self.redis_process = process
-        self.redis_url = f"redis://127.0.0.1:{port}/0"
-        saved = (app.conf.broker_url, app.conf.result_backend)
-        point_celery_app_at(self.redis_url, self.redis_url)
-        self._stack.callback(point_celery_app_at, *saved)
-        self.redis = redis.Redis.from_url(self.redis_url)
-        self._stack.callback(self.redis.close)
+    def start_broker(self):
+        """Set up the private broker of :attr:`broker` with its layer, which
+        also points this process's Celery app at it (and back at the end)."""
+        layer = BROKERS[self.broker](name=f"asynctasks_benchmarks:{self.broker}")
+        layer.setUp()
+        self._stack.callback(layer.tearDown)
+        self.layer = layer
+        self.broker_url = layer["broker_url"]
+        #: The Redis of the results (and with Redis or Sentinel, the broker).
+        self.redis_url = layer["redis_url"]
+        #: The settings a process needs for this broker (Sentinel's master_name).
+        self.broker_environ = dict(layer["celery_environ"])
+        self.broker_pids = self.broker_processes()
+
+    def broker_processes(self):
+        """``{name: pid}`` of the broker's processes whose CPU is counted:
+        ``broker`` (the Redis master, or this machine's RabbitMQ node, which
+        also serves other vhosts) and, for RabbitMQ, ``redis`` (the results)."""
+        if self.broker == "redis":
+            return {"broker": self.layer.process.pid}
+        if self.broker == "sentinel":
+            sentinels = self.layer.sentinels
+            return {"broker": sentinels.servers[sentinels.master_port()].pid}
+        found = {"redis": self.layer.process.pid}
+        for status in Path("/proc").glob("[0-9]*/comm"):
+            with contextlib.suppress(OSError):
+                if status.read_text().strip() == "beam.smp":
+                    found["broker"] = int(status.parent.name)
+                    break
+        return found
+
+    def discard_parked(self):
+        """Throw away the jobs of the parked queue (that no worker
+        consumes): their messages, and with Redis their ledger entries.
+
+        Deleting the Redis queue alone leaves the jobs in the ledger, where
+        the workers' sweeps find them lost and send them again, a thousand
+        per sweep and up to three times each: the 11,000 jobs of
+        measurement 1 made 7,000 resends during measurements 2 and 3, whose
+        CPU the latency paid."""
+        if self.broker == "rabbitmq":
+            with app.connection_for_write() as connection:
+                channel = connection.channel()
+                try:
+                    channel.queue_purge(PARKED_QUEUE)
+                except connection.channel_errors:
+                    pass  # not declared yet: nothing was parked
+                finally:
+                    if channel.is_open:
+                        channel.close()
+            return
+        client = client_for(self.broker_url, app.conf.broker_transport_options)
+        ids = [json.loads(raw)["headers"]["id"] for raw in client.lrange(PARKED_QUEUE, 0, -1)]
+        client.delete(PARKED_QUEUE)
+        ledger.forget(app, *ids)
 
     # --- Plone -----------------------------------------------------------
 
@@ -180,7 +243,8 @@ class BenchStack:
             raise RuntimeError(f"building the benchmark site failed:\n{log_tail(log)}")
 
     def environment(self, **extra):
-        env = dict(os.environ, BROKER_URL=self.redis_url, CELERY_RESULT_BACKEND=self.redis_url)
+        env = dict(os.environ, BROKER_URL=self.broker_url, CELERY_RESULT_BACKEND=self.redis_url)
+        env.update(self.broker_environ)
         env.update(extra)
         return env
 
@@ -271,14 +335,13 @@ class BenchStack:
         wait_until(answers, 60, message=f"the {settings.name} worker to answer a ping")
 
     def cpu_seconds(self):
-        """CPU seconds used so far by each process: ``plone``, ``redis``,
-        ``worker-<name>`` and ``bench`` (this process, the client)."""
+        """CPU seconds used so far by each process: ``plone``, ``broker``
+        (and ``redis``, see :meth:`broker_processes`), ``worker-<name>`` and
+        ``bench`` (this process, the client)."""
         times = os.times()
-        used = {
-            "plone": process_tree_cpu(self.plone.pid),
-            "redis": process_tree_cpu(self.redis_process.pid),
-            "bench": times.user + times.system,
-        }
+        used = {"plone": process_tree_cpu(self.plone.pid), "bench": times.user + times.system}
+        for name, pid in self.broker_pids.items():
+            used[name] = process_tree_cpu(pid)
         for name, process in self.workers.items():
             used[f"worker-{name}"] = process_tree_cpu(process.pid)
         return used

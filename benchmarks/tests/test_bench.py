@@ -41,3 +41,51 @@ class TestBenchSmoke(unittest.TestCase):
         self.assertIn("targets met:", result.stdout)
         self.assertNotIn("(not run)", result.stdout)
         self.assertTrue(written["meta"]["smoke"])
+
+
+class TestBenchBrokers(unittest.TestCase):
+    """``--broker``: the benchmark runs on a private Sentinel setup and on a
+    private vhost of this machine's RabbitMQ, as ``make test`` sets them up
+    (two measurements only, to keep it short)."""
+
+    rows = ("enqueue_one_median", "enqueue_ten_median", "latency_p50", "latency_p99")
+
+    def smoke(self, broker):
+        with tempfile.TemporaryDirectory(prefix="asynctasks-bench-test-") as directory:
+            figures = Path(directory) / "bench.json"
+            result = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "asynctasks_benchmarks",
+                    "--smoke",
+                    "--broker",
+                    broker,
+                    "--only",
+                    "enqueue,latency",
+                    "--json",
+                    str(figures),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=300,
+                stdin=subprocess.DEVNULL,
+            )
+            self.assertEqual(result.returncode, 0, result.stderr[-4000:])
+            written = json.loads(figures.read_text())
+        self.assertEqual(written["meta"]["broker"], broker)
+        self.assertIn(f"benchmark: broker {broker},", result.stdout)
+        for key in self.rows:
+            self.assertGreater(written["rows"][key]["value"], 0, key)
+        self.assertNotIn("throughput", written["rounds"])
+        return result
+
+    def test_sentinel(self):
+        result = self.smoke("sentinel")
+        self.assertIn("broker sentinel sentinel://127.0.0.1:", result.stderr)
+
+    def test_rabbitmq(self):
+        result = self.smoke("rabbitmq")
+        self.assertRegex(result.stderr, r"broker rabbitmq amqp://127\.0\.0\.1:5672/asynctasks-test-")
+        self.assertNotIn("guest:guest", result.stdout + result.stderr)
+        self.assertIn("every job goes by Celery's road", result.stdout)

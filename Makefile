@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install redis-server postgresql rabbitmq-server haproxy chromium libreoffice lint dist-check test run run-zeo stop clean docs bench bench-push bench-previews buildout-check
+.PHONY: help install redis-server postgresql rabbitmq-server haproxy chromium libreoffice lint i18n dist-check test run run-zeo stop clean docs bench bench-push bench-previews buildout-check
 
 help:
 	@echo "make test   install everything needed (venv, constraints, redis-server, rabbitmq-server, haproxy,"
@@ -14,6 +14,7 @@ help:
 	@echo "              worker Plone instance, HAProxy routing jobs, a Celery worker per queue, Flower"
 	@echo "make stop   stop what 'make run' or 'make run-zeo' started"
 	@echo "make lint   ruff check, ruff format --check and check-manifest (part of make test)"
+	@echo "make i18n   extract the messages into locales/*.pot and merge them into the .po files (scripts/i18n.py)"
 	@echo "make dist-check  build sdist and wheel, install the wheel into a new venv and import it"
 	@echo "make docs   build the Sphinx documentation into docs/_build/html (warnings are errors)"
 	@echo "make bench  benchmark real processes (about 15 minutes): prints the table of targets,"
@@ -119,6 +120,11 @@ lint: install
 	$(BIN)/ruff check src scripts benchmarks
 	$(BIN)/ruff format --check src scripts benchmarks
 	$(BIN)/check-manifest --no-build-isolation --quiet
+
+# The translations: the .pot from the code and templates, merged into every
+# .po; lists what is left to translate. tests/test_i18n.py checks they agree.
+i18n: install
+	$(BIN)/python scripts/i18n.py
 
 # Build the sdist and the wheel, list the wheel (no benchmarks in it), install
 # the wheel into a new venv, import it.

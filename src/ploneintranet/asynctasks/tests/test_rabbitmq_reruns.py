@@ -1,15 +1,16 @@
-"""The broker-dependent tests of test_hostile and test_argsrepr again, on
-RabbitMQ (the layer of test_rabbitmq: a private vhost, the results in a
-private Redis, a real worker, Plone over HTTP).
+"""The broker-dependent tests of test_hostile, test_argsrepr and
+test_tasks again, on RabbitMQ (the layer of test_rabbitmq: a private vhost,
+the results in a private Redis, a real worker, Plone over HTTP).
 
 What depends on the broker there: jobs sent straight to the broker by an
 attacker, a second worker with ``ASYNC_ALLOWED_ORIGINS``, the longest delay
 Plone accepts (RabbitMQ's delayed delivery counts 2**28 s, not Redis'
 visibility timeout), what a reader of the broker finds in a queued job, and
-the repr of a job's arguments in the messages of each road. A queue's
-messages are read with ``basic_get`` and left unacknowledged
-(:func:`~.reuse.rabbitmq_messages`); their body is plain JSON here, where
-Redis keeps it in base64, so a credential in it would be found.
+the repr of a job's arguments in the messages of each road; and a job
+Plone refuses is not retried. A queue's messages are read with
+``basic_get`` and left unacknowledged (:func:`~.reuse.rabbitmq_messages`);
+their body is plain JSON here, where Redis keeps it in base64, so a
+credential in it would be found.
 
 Not run here, as they are about Redis: test_argsrepr's job sent again by the
 ledger (RabbitMQ keeps unacknowledged jobs itself, there is no ledger) and
@@ -22,6 +23,7 @@ import json
 from ploneintranet.asynctasks.broker import NATIVE_DELAY_LIMIT
 from ploneintranet.asynctasks.tests import test_argsrepr
 from ploneintranet.asynctasks.tests import test_hostile
+from ploneintranet.asynctasks.tests import test_tasks
 from ploneintranet.asynctasks.tests.reuse import rabbitmq_delete
 from ploneintranet.asynctasks.tests.reuse import rabbitmq_messages
 from ploneintranet.asynctasks.tests.reuse import redis_layers_left_out
@@ -110,3 +112,14 @@ class TestArgsreprAfterCommit(ArgsreprOnRabbitMQ, test_argsrepr.TestAfterCommit)
 
 class TestArgsreprImmediate(ArgsreprOnRabbitMQ, test_argsrepr.ArgsreprTestCase):
     test_immediate = test_argsrepr.TestOtherRoads.test_immediate
+
+
+# --- test_tasks: a job refused by Plone is not retried; the routing header ---
+
+
+class TestTasksReindexObject(test_tasks.TestReindexObject):
+    layer = RABBITMQ_PIPELINE_TESTING
+
+
+class TestTasksPost(test_tasks.TestPost):
+    layer = RABBITMQ_PIPELINE_TESTING

@@ -1,13 +1,15 @@
-"""The broker-dependent tests of test_hostile and test_argsrepr again, on
-Redis with Sentinel (the layer of test_sentinel: a master, a replica and
-three sentinels of the tests' own, a real worker, Plone over HTTP).
+"""The broker-dependent tests of test_hostile, test_argsrepr and
+test_tasks again, on Redis with Sentinel (the layer of test_sentinel: a
+master, a replica and three sentinels of the tests' own, a real worker,
+Plone over HTTP).
 
 What depends on the broker there: jobs sent straight to the broker by an
 attacker, a second worker with ``ASYNC_ALLOWED_ORIGINS``, the longest delay
 Plone accepts, what a reader of the broker finds in a queued job, and the
 repr of a job's arguments in the messages of every road (after the commit,
-at once, sent again by the ledger's sweep, retried by Celery). Their Redis
-is the master the sentinels name (:func:`~.reuse.broker_redis`).
+at once, sent again by the ledger's sweep, retried by Celery); and a job
+Plone refuses is not retried. Their Redis is the master the sentinels name
+(:func:`~.reuse.broker_redis`).
 """
 
 import base64
@@ -19,6 +21,7 @@ from ploneintranet.asynctasks import celerytasks
 from ploneintranet.asynctasks import ledger
 from ploneintranet.asynctasks.tests import test_argsrepr
 from ploneintranet.asynctasks.tests import test_hostile
+from ploneintranet.asynctasks.tests import test_tasks
 from ploneintranet.asynctasks.tests.base import PipelineTestCase
 from ploneintranet.asynctasks.tests.reuse import broker_redis
 from ploneintranet.asynctasks.tests.reuse import redis_layers_left_out
@@ -96,3 +99,14 @@ class TestArgsreprAfterCommit(ArgsreprOnSentinel, test_argsrepr.TestAfterCommit)
 
 class TestArgsreprOtherRoads(ArgsreprOnSentinel, test_argsrepr.TestOtherRoads):
     pass
+
+
+# --- test_tasks: a job refused by Plone is not retried; the routing header ---
+
+
+class TestTasksReindexObject(test_tasks.TestReindexObject):
+    layer = SENTINEL_PIPELINE_TESTING
+
+
+class TestTasksPost(test_tasks.TestPost):
+    layer = SENTINEL_PIPELINE_TESTING

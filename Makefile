@@ -159,7 +159,9 @@ docs: install
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[docs]'
 	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
 
-bench: install redis-server
+# BENCH_ARGS="--broker sentinel" or "--broker rabbitmq": the same on that broker
+# (RabbitMQ: a vhost of its own on the local server, started if need be).
+bench: install redis-server $(if $(findstring rabbitmq,$(BENCH_ARGS)),rabbitmq-server)
 	$(BIN)/python -m asynctasks_benchmarks $(BENCH_ARGS)
 
 # buildout.cfg for sysadmins who deploy with zc.buildout: run it in build/

@@ -34,6 +34,8 @@ default-zpublisher-encoding utf-8
 
 <environment>
     CHAMELEON_CACHE {chameleon_cache}
+    # As Plone's own instances: add-ons' locales/*.po compiled to .mo at start-up.
+    zope_i18n_compile_mo_files true
 </environment>
 
 {imports}<zodb_db main>

@@ -629,6 +629,9 @@ class AsyncLayer(PloneSandboxLayer):
     defaultBases = (PLONE_FIXTURE,)
 
     def setUpZope(self, app, configurationContext):
+        # As Plone's instances (zope.conf's <environment>): the add-on's
+        # locales/*.po are compiled to .mo when its ZCML is loaded.
+        os.environ.setdefault("zope_i18n_compile_mo_files", "true")
         self.loadZCML(package=plone.app.contenttypes)
         self.loadZCML(package=ploneintranet.asynctasks)
 

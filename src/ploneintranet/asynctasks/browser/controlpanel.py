@@ -14,8 +14,11 @@ from plone.app.registry.browser.controlpanel import RegistryEditForm
 from ploneintranet.asynctasks import celeryconfig
 from ploneintranet.asynctasks import celerytasks
 from ploneintranet.asynctasks.browser.status import FAIL
+from ploneintranet.asynctasks.browser.status import STATUS_LABELS
 from ploneintranet.asynctasks.browser.status import AsyncStatusView
 from ploneintranet.asynctasks.errors import JobRefused
+from ploneintranet.asynctasks.i18n import _
+from ploneintranet.asynctasks.i18n import translated
 from ploneintranet.asynctasks.previews.settings import RECORD_PREFIX
 from ploneintranet.asynctasks.previews.settings import IPreviewSettings
 from ploneintranet.asynctasks.wire import allowed_description
@@ -43,6 +46,9 @@ def check_mapping(mapping):
     every internal url one that jobs may be sent to. Otherwise every job of
     the site would be refused when it is queued.
 
+    The error is already in the request's language: the form and
+    plone.restapi's ``@controlpanels`` show the text of an ``Invalid`` as it is.
+
     :raises zope.interface.Invalid: naming the url and what to do instead.
     """
     port = own_port(getRequest())
@@ -51,12 +57,24 @@ def check_mapping(mapping):
             try:
                 check_http_url(url)
             except JobRefused as error:
-                raise Invalid(f"{error}: give a url such as http://127.0.0.1:8080/Plone") from None
+                raise Invalid(
+                    translated(
+                        _(
+                            "${error}: give a url such as http://127.0.0.1:8080/Plone",
+                            mapping={"error": str(error)},
+                        )
+                    )
+                ) from None
         if not is_allowed(internal, port):
             raise Invalid(
-                f"jobs may not be sent to {origin(internal)}: {allowed_description(port)}. "
-                "Give an internal address of this Plone, or add that origin to "
-                "ASYNC_ALLOWED_ORIGINS for Plone and the worker"
+                translated(
+                    _(
+                        "jobs may not be sent to ${origin}: ${allowed}. Give an internal "
+                        "address of this Plone, or add that origin to ASYNC_ALLOWED_ORIGINS "
+                        "for Plone and the worker",
+                        mapping={"origin": origin(internal), "allowed": allowed_description(port)},
+                    )
+                )
             )
     return True
 
@@ -65,8 +83,8 @@ class IAsyncTasksSettings(IPreviewSettings):
     """The control panel's schema: the records ``ploneintranet.asynctasks.<field>``."""
 
     portal_url_replacement_mapping = schema.Dict(
-        title="Portal url replacement mapping",
-        description=(
+        title=_("Portal url replacement mapping"),
+        description=_(
             "Maps the public url of this portal to an internal one that jobs "
             "use instead, to bypass the public proxy; for example "
             "https://example.com to http://127.0.0.1:8080/VirtualHostBase/https/"
@@ -74,8 +92,8 @@ class IAsyncTasksSettings(IPreviewSettings):
             "credentials: they go only to the portal's own origin or to the "
             "internal url given here."
         ),
-        key_type=schema.TextLine(title="Public url"),
-        value_type=schema.TextLine(title="Internal url"),
+        key_type=schema.TextLine(title=_("Public url")),
+        value_type=schema.TextLine(title=_("Internal url")),
         required=False,
         constraint=check_mapping,
     )
@@ -86,8 +104,8 @@ class AsyncTasksSettingsForm(RegistryEditForm):
 
     schema = IAsyncTasksSettings
     schema_prefix = RECORD_PREFIX
-    label = "Async tasks"
-    description = (
+    label = _("Async tasks")
+    description = _(
         "Settings of this site for ploneintranet.asynctasks. The settings "
         "below the form come from the environment of Plone and the Celery "
         "worker; the @@async-status page tests them."
@@ -101,23 +119,29 @@ class AsyncTasksControlPanel(ControlPanelFormWrapper):
     index = ViewPageTemplateFile("templates/controlpanel.pt")
 
     def environment(self):
-        """Rows ``{"name", "value", "status"}`` of the settings that come from
-        the environment; ``status`` is ``OK``, ``WARN``, ``FAIL`` or empty.
+        """Rows ``{"name", "value", "status", "label"}`` of the settings that
+        come from the environment, in the request's language; ``status`` is
+        ``OK``, ``WARN``, ``FAIL`` or empty, ``label`` the status as shown.
         The broker and worker rows are the checks of ``@@async-status``."""
         checks = AsyncStatusView(self.context, self.request)
         broker = checks.check_broker()
         if broker["status"] == FAIL:
-            worker = {"status": FAIL, "message": "not asked: the broker is unreachable"}
+            worker = {"status": FAIL, "message": _("not asked: the broker is unreachable")}
         else:
             worker = checks.check_worker()
-        return [
-            _row("Broker (BROKER_URL)", broker["message"], broker["status"]),
-            _row("Result backend (CELERY_RESULT_BACKEND)", masked_url(celerytasks.app.conf.result_backend)),
-            _row("Celery worker", worker["message"], worker["status"]),
-            _row("Queues (ASYNC_QUEUES)", ", ".join(celeryconfig.ASYNC_QUEUES)),
-            _row("Jobs may go to", allowed_description(own_port(self.request))),
+        rows = [
+            (_("Broker (BROKER_URL)"), broker["message"], broker["status"]),
+            (_("Result backend (CELERY_RESULT_BACKEND)"), masked_url(celerytasks.app.conf.result_backend), ""),
+            (_("Celery worker"), worker["message"], worker["status"]),
+            (_("Queues (ASYNC_QUEUES)"), ", ".join(celeryconfig.ASYNC_QUEUES), ""),
+            (_("Jobs may go to"), allowed_description(own_port(self.request)), ""),
         ]
-
-
-def _row(name, value, status=""):
-    return {"name": name, "value": value, "status": status}
+        return [
+            {
+                "name": translated(name, self.request),
+                "value": translated(value, self.request),
+                "status": status,
+                "label": translated(STATUS_LABELS[status], self.request) if status else "",
+            }
+            for name, value, status in rows
+        ]

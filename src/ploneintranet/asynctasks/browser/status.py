@@ -8,6 +8,11 @@ credentials, broker, worker and lost jobs. The two round trips send jobs, so
 they run only for a POST that carries the Manager's plone.protect
 authenticator: the page's button, or a monitor that posts the
 ``authenticator`` of the JSON answer back.
+
+The page is in the user's language. The JSON keeps what monitors parse
+stable: ``name`` and ``status`` are identifiers and ``message`` is English
+whatever the language; ``title`` and ``text`` are the name and the message
+in the language Plone negotiated for the request, for a user interface.
 """
 
 from Acquisition import aq_base
@@ -26,6 +31,9 @@ from ploneintranet.asynctasks.browser.views import CHECKSUM_KEY
 from ploneintranet.asynctasks.browser.views import CheckTaskView
 from ploneintranet.asynctasks.core import AsyncTaskError
 from ploneintranet.asynctasks.core import capture_credentials
+from ploneintranet.asynctasks.i18n import _
+from ploneintranet.asynctasks.i18n import english
+from ploneintranet.asynctasks.i18n import translated
 from ploneintranet.asynctasks.wire import masked_url
 from Products.Five.browser import BrowserView
 from Products.Five.browser.pagetemplatefile import ViewPageTemplateFile
@@ -41,14 +49,30 @@ OK, WARN, FAIL = "OK", "WARN", "FAIL"
 NOT_RUN = "NOT RUN"
 ROUND_TRIPS = ("task round trip", "http round trip")
 
+#: The checks' names (identifiers in the JSON) as people read them.
+TITLES = {
+    "credentials": _("credentials"),
+    "broker": _("broker"),
+    "waiting jobs": _("waiting jobs"),
+    "worker": _("worker"),
+    "task round trip": _("task round trip"),
+    "http round trip": _("http round trip"),
+    "lost jobs": _("lost jobs"),
+}
+#: The statuses (identifiers in the JSON) as the page shows them.
+STATUS_LABELS = {OK: _("OK"), WARN: _("WARN"), FAIL: _("FAIL"), NOT_RUN: _("NOT RUN")}
+
 
 class AsyncStatusView(BrowserView):
     """Run the checks; render HTML, or JSON with ``format=json``.
 
     JSON: ``{"ok": bool, "round_trips": bool, "authenticator": token,
-    "checks": [{"name", "status", "message"}]}``, answered with HTTP 200 when
-    every check that ran is OK and 503 otherwise. The round trips run only for
-    a POST with a valid ``_authenticator`` (403 for a forged one).
+    "checks": [{"name", "status", "message", "title", "text"}]}``, answered
+    with HTTP 200 when every check that ran is OK and 503 otherwise. ``name``,
+    ``status`` (``OK``, ``WARN``, ``FAIL`` or ``NOT RUN``) and ``message``
+    (English) are for monitors; ``title`` and ``text`` are the name and the
+    message in the request's language. The round trips run only for a POST
+    with a valid ``_authenticator`` (403 for a forged one).
     """
 
     template = ViewPageTemplateFile("templates/status.pt")
@@ -75,7 +99,7 @@ class AsyncStatusView(BrowserView):
         """Run the checks (the round trips only if ``round_trips``) and return
         the JSON answer's dict; also the REST service ``@async-status``'s."""
         self.round_trips = round_trips
-        self.checks = self.run_checks(round_trips)
+        self.checks = [self.entry(check) for check in self.run_checks(round_trips)]
         self.ok = all(check["status"] in (OK, NOT_RUN) for check in self.checks)
         return {
             "ok": self.ok,
@@ -84,6 +108,32 @@ class AsyncStatusView(BrowserView):
             "checks": self.checks,
         }
 
+    def entry(self, check):
+        """The JSON entry of ``check``: its message in English, and its name
+        and message in the request's language."""
+        return {
+            "name": check["name"],
+            "status": check["status"],
+            "message": english(check["message"]),
+            "title": translated(TITLES[check["name"]], self.request),
+            "text": translated(check["message"], self.request),
+        }
+
+    def summary(self):
+        """The sentence above the table, in the request's language."""
+        if not self.ok:
+            return translated(_("Some checks did not pass"), self.request)
+        if self.round_trips:
+            return translated(_("All checks OK"), self.request)
+        return translated(
+            _("All checks OK so far: run the round trips to test a job end to end"),
+            self.request,
+        )
+
+    def status_label(self, status):
+        """``status`` as the page shows it, in the request's language."""
+        return translated(STATUS_LABELS[status], self.request)
+
     def run_checks(self, round_trips=True):
         """Return the checks, in order; later ones are skipped when the
         broker or the workers are missing, the round trips unless
@@ -91,13 +141,13 @@ class AsyncStatusView(BrowserView):
         checks = [self.check_credentials(), self.check_broker(), self.check_outbox()]
         if checks[1]["status"] == FAIL:
             return checks + [
-                _check(name, FAIL, "skipped: the broker is unreachable")
+                _check(name, FAIL, _("skipped: the broker is unreachable"))
                 for name in ("worker", "task round trip", "http round trip", "lost jobs")
             ]
         checks.append(self.check_worker())
         if checks[-1]["status"] == FAIL:
             return checks + [
-                _check(name, FAIL, "skipped: no worker answers")
+                _check(name, FAIL, _("skipped: no worker answers"))
                 for name in ("task round trip", "http round trip", "lost jobs")
             ]
         if round_trips:
@@ -105,7 +155,7 @@ class AsyncStatusView(BrowserView):
             checks.append(self.check_http_roundtrip(credentials_ok=checks[0]["status"] == OK))
         else:
             checks += [
-                _check(name, NOT_RUN, "sends a job: press Run the round trips (a POST with your authenticator)")
+                _check(name, NOT_RUN, _("sends a job: press Run the round trips (a POST with your authenticator)"))
                 for name in ROUND_TRIPS
             ]
         checks.append(self.check_lost_jobs())
@@ -120,26 +170,33 @@ class AsyncStatusView(BrowserView):
             return _check(
                 "credentials",
                 FAIL,
-                "neither the __ac cookie nor an Authorization header is in "
-                "this request: jobs could not act as you. Log in through "
-                "Plone's login form or with HTTP Basic / Bearer authentication",
+                _(
+                    "neither the __ac cookie nor an Authorization header is in "
+                    "this request: jobs could not act as you. Log in through "
+                    "Plone's login form or with HTTP Basic / Bearer authentication"
+                ),
             )
-        return _check("credentials", OK, "found " + ", ".join(found))
+        return _check("credentials", OK, _("found ${names}", mapping={"names": ", ".join(found)}))
 
     def check_job_token(self):
         if getattr(aq_base(self.context.acl_users), jobtoken.PLUGIN_ID, None) is None:
             return _check(
                 "credentials",
                 FAIL,
-                f"the job token plugin ({jobtoken.PLUGIN_ID}) is not in acl_users, "
-                "so jobs cannot act as their users: run the upgrade steps of "
-                "ploneintranet.asynctasks in Site Setup > Add-ons",
+                _(
+                    "the job token plugin (${plugin}) is not in acl_users, "
+                    "so jobs cannot act as their users: run the upgrade steps of "
+                    "ploneintranet.asynctasks in Site Setup > Add-ons",
+                    mapping={"plugin": jobtoken.PLUGIN_ID},
+                ),
             )
         return _check(
             "credentials",
             OK,
-            "jobs carry a signed job token, valid for one url for "
-            f"{celeryconfig.ASYNC_TOKEN_LIFETIME} s, never your login",
+            _(
+                "jobs carry a signed job token, valid for one url for ${seconds} s, never your login",
+                mapping={"seconds": celeryconfig.ASYNC_TOKEN_LIFETIME},
+            ),
         )
 
     def check_broker(self):
@@ -158,28 +215,33 @@ class AsyncStatusView(BrowserView):
             return _check(
                 "broker",
                 FAIL,
-                f"cannot reach {where} ({type(error).__name__}: {masked_url(str(error))}); "
-                "start the broker (Redis, its sentinels or RabbitMQ) or set BROKER_URL "
-                "for Plone and the worker",
+                _(
+                    "cannot reach ${where} (${error}); start the broker (Redis, its "
+                    "sentinels or RabbitMQ) or set BROKER_URL for Plone and the worker",
+                    mapping={"where": where, "error": f"{type(error).__name__}: {masked_url(str(error))}"},
+                ),
             )
         if not celeryconfig.ASYNC_ENABLED:
             return _check(
                 "broker",
                 WARN,
-                f"reachable at {where}, but ASYNC_ENABLED=false runs jobs eagerly",
+                _("reachable at ${where}, but ASYNC_ENABLED=false runs jobs eagerly", mapping={"where": where}),
             )
-        return _check("broker", OK, f"reachable at {where}")
+        return _check("broker", OK, _("reachable at ${where}", mapping={"where": where}))
 
     def check_outbox(self):
         jobs, since = outbox.waiting(getSite())
         if not jobs:
-            return _check("waiting jobs", OK, "none: the jobs of every save reached the broker")
+            return _check("waiting jobs", OK, _("none: the jobs of every save reached the broker"))
         return _check(
             "waiting jobs",
             WARN,
-            f"{jobs} job(s) of saves made while the broker did not answer wait in this "
-            f"site's outbox, the oldest for {(time.time() - since) / 60:.0f} min; they are "
-            "sent with the first request after the broker answers again",
+            _(
+                "${jobs} job(s) of saves made while the broker did not answer wait in this "
+                "site's outbox, the oldest for ${minutes} min; they are sent with the "
+                "first request after the broker answers again",
+                mapping={"jobs": jobs, "minutes": f"{(time.time() - since) / 60:.0f}"},
+            ),
         )
 
     def check_worker(self):
@@ -193,10 +255,17 @@ class AsyncStatusView(BrowserView):
             return _check(
                 "worker",
                 FAIL,
-                f"no Celery worker answered a ping within {self.ping_timeout:g} s; "
-                "start one: celery -A ploneintranet.asynctasks.celerytasks worker",
+                _(
+                    "no Celery worker answered a ping within ${seconds} s; "
+                    "start one: celery -A ploneintranet.asynctasks.celerytasks worker",
+                    mapping={"seconds": f"{self.ping_timeout:g}"},
+                ),
             )
-        return _check("worker", OK, f"{len(names)} answered: " + ", ".join(names))
+        return _check(
+            "worker",
+            OK,
+            _("${count} answered: ${names}", mapping={"count": len(names), "names": ", ".join(names)}),
+        )
 
     def check_task_roundtrip(self):
         result = celerytasks.add.apply_async((2, 3, 0))
@@ -206,36 +275,43 @@ class AsyncStatusView(BrowserView):
             return _check(
                 "task round trip",
                 FAIL,
-                f"add(2, 3) got no result within {self.roundtrip_timeout:g} s; "
-                "check that the worker consumes the default queue and that "
-                "CELERY_RESULT_BACKEND is the same for Plone and the worker",
+                _(
+                    "add(2, 3) got no result within ${seconds} s; check that the worker "
+                    "consumes the default queue and that CELERY_RESULT_BACKEND is the "
+                    "same for Plone and the worker",
+                    mapping={"seconds": f"{self.roundtrip_timeout:g}"},
+                ),
             )
-        if value != 5:
-            return _check("task round trip", FAIL, f"add(2, 3) returned {value!r}")
-        return _check("task round trip", OK, "add(2, 3) returned 5")
+        returned = _("add(2, 3) returned ${value}", mapping={"value": repr(value)})
+        return _check("task round trip", OK if value == 5 else FAIL, returned)
 
     def check_http_roundtrip(self, credentials_ok):
         if not credentials_ok:
-            return _check("http round trip", FAIL, "skipped: no credentials to send")
+            return _check("http round trip", FAIL, _("skipped: no credentials to send"))
         checksum = uuid.uuid4().hex
         job = tasks.Post(self.context, self.request)
         url = self.context.absolute_url() + "/@@async-checktask"
         try:
             result = job(url="@@async-checktask", data={"checksum": checksum}, immediate=True)
         except AsyncTaskError as error:
-            return _check("http round trip", FAIL, f"no job was sent: {error}")
+            return _check("http round trip", FAIL, _("no job was sent: ${error}", mapping={"error": str(error)}))
         try:
             result.get(timeout=self.roundtrip_timeout, propagate=False)
         except CeleryTimeout:
             return _check(
                 "http round trip",
                 FAIL,
-                f"the POST to {url} did not finish within "
-                f"{self.roundtrip_timeout:g} s; check that the worker can reach "
-                "this url",
+                _(
+                    "the POST to ${url} did not finish within ${seconds} s; check that the worker can reach this url",
+                    mapping={"url": url, "seconds": f"{self.roundtrip_timeout:g}"},
+                ),
             )
         if result.failed():
-            return _check("http round trip", FAIL, f"the POST to {url} failed: {result.result}")
+            return _check(
+                "http round trip",
+                FAIL,
+                _("the POST to ${url} failed: ${error}", mapping={"url": url, "error": str(result.result)}),
+            )
         # This view wrote nothing: start a new transaction to see the worker's.
         transaction.abort()
         stored = IAnnotations(self.context).get(CHECKSUM_KEY)
@@ -243,10 +319,13 @@ class AsyncStatusView(BrowserView):
             return _check(
                 "http round trip",
                 FAIL,
-                f"the POST to {url} answered {result.result} but the checksum "
-                "was not stored; is the worker view reached on another site?",
+                _(
+                    "the POST to ${url} answered ${answer} but the checksum was not "
+                    "stored; is the worker view reached on another site?",
+                    mapping={"url": url, "answer": str(result.result)},
+                ),
             )
-        return _check("http round trip", OK, f"POST {url} stored the checksum")
+        return _check("http round trip", OK, _("POST ${url} stored the checksum", mapping={"url": url}))
 
     def check_lost_jobs(self):
         app = celerytasks.app
@@ -254,35 +333,48 @@ class AsyncStatusView(BrowserView):
             return _check(
                 "lost jobs",
                 OK,
-                "RabbitMQ keeps every job until a worker acknowledges it as done, and "
-                "hands it out again when that worker's connection closes: no ledger is needed",
+                _(
+                    "RabbitMQ keeps every job until a worker acknowledges it as done, and "
+                    "hands it out again when that worker's connection closes: no ledger is needed"
+                ),
             )
         if not ledger.keeps_ledger(app) and app.conf.task_always_eager:
-            return _check("lost jobs", OK, "none can be lost: ASYNC_ENABLED=false runs jobs at once")
+            return _check("lost jobs", OK, _("none can be lost: ASYNC_ENABLED=false runs jobs at once"))
         try:
             jobs, missing = ledger.summary(celerytasks.app)
         except AsyncTaskError as error:
             return _check(
                 "lost jobs",
                 WARN,
-                f"{error}; without it, a job a killed worker loses is not sent again",
+                _(
+                    "${error}; without it, a job a killed worker loses is not sent again",
+                    mapping={"error": str(error)},
+                ),
             )
         if missing:
             return _check(
                 "lost jobs",
                 WARN,
-                f"{missing} of {jobs} job(s) in flight vanished from the queues and "
-                "will be sent again: a worker died while taking them; see the "
-                "worker log and Troubleshooting, 'vanished from the queues'",
+                _(
+                    "${missing} of ${jobs} job(s) in flight vanished from the queues and "
+                    "will be sent again: a worker died while taking them; see the "
+                    "worker log and Troubleshooting, 'vanished from the queues'",
+                    mapping={"missing": missing, "jobs": jobs},
+                ),
             )
         return _check(
             "lost jobs",
             OK,
-            f"none: {jobs} job(s) sent and not finished, each waiting or taken by a worker",
+            _(
+                "none: ${jobs} job(s) sent and not finished, each waiting or taken by a worker",
+                mapping={"jobs": jobs},
+            ),
         )
 
 
 def _check(name, status, message):
+    """A check's outcome; ``message`` is a message of the domain, translated
+    by :meth:`AsyncStatusView.entry`."""
     return {"name": name, "status": status, "message": message}
 
 

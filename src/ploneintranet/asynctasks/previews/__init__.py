@@ -32,6 +32,8 @@ from plone.app.contenttypes.interfaces import IFile
 from plone.app.contenttypes.interfaces import IImage
 from plone.namedfile.file import NamedBlobImage
 from plone.uuid.interfaces import IUUID
+from ploneintranet.asynctasks.i18n import _
+from ploneintranet.asynctasks.i18n import translated
 from ploneintranet.asynctasks.previews.convert import ConversionFailed
 from ploneintranet.asynctasks.previews.convert import ConverterUnavailable
 from ploneintranet.asynctasks.previews.convert import first_page_png
@@ -207,10 +209,16 @@ def remember(digest, outcome):
         results.pop(order.pop(order.minKey()), None)
 
 
+#: What the preview element says while the job runs, and when none could be made.
+MAKING = _("Making the preview…")
+NO_PREVIEW_TEXT = _("No preview for this file.")
+
+
 def preview_html(context):
     """The preview element: a placeholder (a ``pat-push`` element whose
     ``data-pat-push`` is its snippet's url) while the job is pending, the
-    preview when it is ready, ``""`` if none was ever queued."""
+    preview when it is ready, ``""`` if none was ever queued. Its texts are
+    in the language of the current request."""
     current = state(context)
     if current is None:
         return ""
@@ -218,10 +226,10 @@ def preview_html(context):
     if current == PENDING:
         return (
             f'<div id="{target}" class="async-preview pending pat-push" '
-            f'data-pat-push="{escape(snippet_url(context))}">Making the preview…</div>'
+            f'data-pat-push="{escape(snippet_url(context))}">{escape(translated(MAKING))}</div>'
         )
     if current == NO_PREVIEW:
-        return f'<div id="{target}" class="async-preview none">No preview for this file.</div>'
+        return f'<div id="{target}" class="async-preview none">{escape(translated(NO_PREVIEW_TEXT))}</div>'
     title = escape(context.Title() or context.getId())
     if record(context).get("image") is not None:
         src = f"{context.absolute_url()}/@@async-preview-image"

@@ -7,6 +7,7 @@ preview; the previews already made are kept and come back when it is on again.
 """
 
 from plone import api
+from ploneintranet.asynctasks.i18n import _
 from zope import schema
 from zope.interface import Interface
 
@@ -21,8 +22,8 @@ class IPreviewSettings(Interface):
     """The registry records of previews (registered with :data:`RECORD_PREFIX`)."""
 
     previews_enabled = schema.Bool(
-        title="Make previews of uploaded Images and Files",
-        description=(
+        title=_("Make previews of uploaded Images and Files"),
+        description=_(
             "On: an upload queues a job that makes its preview, and the item's page "
             "shows it. Off: no preview job is queued and no preview is shown; the "
             "previews already made are kept and shown again once this is on."

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install redis-server postgresql rabbitmq-server haproxy chromium libreoffice lint i18n dist-check test run run-zeo stop clean docs bench bench-push bench-previews buildout-check
+.PHONY: help install redis-server postgresql rabbitmq-server haproxy chromium libreoffice lint i18n dist-check test run run-zeo stop clean docs bench bench-push bench-previews buildout-check faults
 
 help:
 	@echo "make test   install everything needed (venv, constraints, redis-server, rabbitmq-server, haproxy,"
@@ -21,6 +21,8 @@ help:
 	@echo "            writes var/bench.json (docs/benchmarks.rst); BENCH_ARGS=--smoke for a quick run"
 	@echo "make bench-push  one push server holding 1,000 sockets: publish-to-delivery latency (docs/push.rst)"
 	@echo "make bench-previews  seconds from upload to preview on screen: image, PDF, docx (docs/push.rst)"
+	@echo "make faults  the fault matrix (about 10 minutes): ZEO and RelStorage, two instances behind HAProxy,"
+	@echo "            two Celery workers, saves while a part fails; prints the table (docs/deployment.rst)"
 	@echo "make buildout-check  run buildout.cfg in build/buildout (10-11 minutes from scratch, about 1 with"
 	@echo "            the eggs kept there), start bin/instance, check it answers (README: Deploying with buildout)"
 
@@ -115,6 +117,15 @@ libreoffice:
 
 test: install redis-server rabbitmq-server postgresql haproxy chromium libreoffice lint
 	$(BIN)/pytest
+
+# The fault matrix of docs/deployment.rst ("When one machine is not enough"):
+# on ZEO, then on RelStorage (a PostgreSQL cluster of its own, made with
+# initdb), two Plone instances behind HAProxy, two Celery workers and a
+# client saving Images while the worker instance, Redis, a Celery worker or
+# the database server fails; prints the table, fails if a job is lost or a
+# save refused. FAULTS_ARGS="--databases zeo --faults broker" runs a part.
+faults: install redis-server postgresql haproxy
+	$(BIN)/python scripts/fault_matrix.py $(FAULTS_ARGS)
 
 lint: install
 	$(BIN)/ruff check src scripts benchmarks

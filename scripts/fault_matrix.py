@@ -26,8 +26,8 @@ client saves, one fault:
   their jobs in the site's outbox, sent once Redis answers again.
 - ``celery-worker``: SIGKILL one Celery worker (pool included); a new one
   starts after 5 s.
-- ``database``: stop the database server for 5 s and start it again: the
-  ZEO server (SIGTERM), or the PostgreSQL cluster (``pg_ctl stop -m fast``).
+- ``database``: restart the database server: stop the ZEO server (SIGTERM)
+  or the PostgreSQL cluster (``pg_ctl stop -m fast``) and start it again.
 
 Then the client stops and the run waits (at most ``--drain`` seconds) until
 every save's preview is there. It counts, per run: the saves that committed

@@ -148,21 +148,22 @@ class PostgreSQLCluster:
 class ZEOFaults(ZEORoutingLayer):
     """test_routing's ZEO topology, whose database server can be restarted."""
 
-    database = "zeo"
+    kind = "zeo"
 
-    def restart_database(self, down):
-        zeo = next(process for process in self.processes if process.log.name == "zeo.log")
+    def restart_database(self):
+        """Stop the ZEO server (SIGTERM) and start it again at once; its
+        clients reconnect."""
+        zeo = next(process for process in self.processes if process.log.name.startswith("zeo"))
         self.processes.remove(zeo)
         stop_process(zeo)
-        time.sleep(down)
-        self.start("zeo", zeo.args, self.env)
+        self.start("zeo-again", zeo.args, self.env)
 
 
 class RelStorageFaults(RelStorageRoutingLayer):
     """test_routing's RelStorage topology, its database in a PostgreSQL
     cluster of its own, which can be restarted."""
 
-    database = "relstorage"
+    kind = "relstorage"
 
     def setUp(self):
         self.cluster = PostgreSQLCluster(tempfile.mkdtemp(prefix="asynctasks-faults-pg-"))
@@ -174,9 +175,10 @@ class RelStorageFaults(RelStorageRoutingLayer):
             self.cluster.remove()
             raise
 
-    def restart_database(self, down):
+    def restart_database(self):
+        """Restart the PostgreSQL cluster (``pg_ctl stop -m fast``, then
+        start): its connections are closed, RelStorage opens new ones."""
         self.cluster.stop()
-        time.sleep(down)
         self.cluster.start()
 
     def tearDown(self):
@@ -342,7 +344,7 @@ class Matrix:
         self.workers.start_worker("celery-a")
 
     def fault_database(self):
-        self.topology.restart_database(5)
+        self.topology.restart_database()
 
     def job_server(self):
         """The instance that answers a job-shaped request through HAProxy."""
@@ -355,7 +357,7 @@ class Matrix:
         return response.headers.get("Server") if response.status_code == 200 else None
 
     def run(self, fault):
-        row = Row(self.topology.database, fault)
+        row = Row(self.topology.kind, fault)
         started = time.monotonic()
         editor = Editor(self.url, self.password, f"{row.database} {fault}")
         editor.start()
@@ -422,7 +424,7 @@ def keep_logs(topology, workers, directory):
         shutil.copy(log, directory / log.name)
     if isinstance(topology, RelStorageFaults):
         shutil.copy(topology.cluster.log, directory / "postgresql.log")
-    print(f"{topology.database}: the logs are in {directory}", flush=True)
+    print(f"{topology.kind}: the logs are in {directory}", flush=True)
 
 
 def print_table(rows):

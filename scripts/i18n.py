@@ -53,22 +53,25 @@ def relative(path):
     return Path(path).resolve().relative_to(PACKAGE).as_posix()
 
 
-def python_messages():
-    """``{msgid: [location]}`` of the ``_("...")`` calls of the package."""
-    found = {}
+def python_calls():
+    """``(location, msgid or None)`` of every ``_(...)`` call of the package;
+    ``None`` when its first argument is not a string literal."""
     for path in sorted(PACKAGE.rglob("*.py")):
         if "tests" in path.relative_to(PACKAGE).parts:
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
-            if (
-                isinstance(node, ast.Call)
-                and isinstance(node.func, ast.Name)
-                and node.func.id == "_"
-                and node.args
-                and isinstance(node.args[0], ast.Constant)
-                and isinstance(node.args[0].value, str)
-            ):
-                found.setdefault(node.args[0].value, []).append(f"{relative(path)}:{node.lineno}")
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "_":
+                first = node.args[0] if node.args else None
+                literal = isinstance(first, ast.Constant) and isinstance(first.value, str)
+                yield f"{relative(path)}:{node.lineno}", first.value if literal else None
+
+
+def python_messages():
+    """``{msgid: [location]}`` of the ``_("...")`` calls of the package."""
+    found = {}
+    for location, msgid in python_calls():
+        if msgid is not None:
+            found.setdefault(msgid, []).append(location)
     return found
 
 
@@ -193,6 +196,12 @@ def problems():
     if not POT.exists():
         return [f"{relative(POT)} is missing: run make i18n"]
     pot = read_po(POT)
+    for location, msgid in python_calls():
+        if msgid is None:
+            found.append(
+                f"{location}: _() needs the text as a string literal (no f-string), "
+                '${names} for what changes: _("found ${names}", mapping={"names": ...})'
+            )
     for msgid in sorted(set(catalog) - set(pot)):
         found.append(f"{relative(POT)} lacks {msgid!r} ({catalog[msgid][0]}): run make i18n")
     for msgid in sorted(set(pot) - set(catalog)):

@@ -5,8 +5,12 @@ with the code."""
 import lxml.html
 from pathlib import Path
 from plone import api
+from plone.app.testing import TEST_USER_ID
+from plone.app.testing import setRoles
 from ploneintranet.asynctasks.tests.base import PipelineTestCase
+from ploneintranet.asynctasks.tests.restapi_layers import RESTAPI_TESTING
 from ploneintranet.asynctasks.tests.test_status import CHECKS
+import requests
 import subprocess
 import sys
 import transaction
@@ -63,15 +67,20 @@ PAGES = {
 }
 
 
+def offer_languages():
+    """English, Dutch and German, the browser's language chosen, as a site
+    administrator sets it up in Site Setup > Language."""
+    api.portal.set_registry_record("plone.available_languages", ["en", "nl", "de"])
+    api.portal.set_registry_record("plone.use_request_negotiation", True)
+    transaction.commit()
+
+
 class TestTranslatedPages(PipelineTestCase):
-    """A site that offers English, Dutch and German and follows the browser's
-    language, as a site administrator sets it up in Site Setup > Language."""
+    """The Classic UI pages in the browser's language."""
 
     def setUp(self):
         super().setUp()
-        api.portal.set_registry_record("plone.available_languages", ["en", "nl", "de"])
-        api.portal.set_registry_record("plone.use_request_negotiation", True)
-        transaction.commit()
+        offer_languages()
 
     def open(self, view, language, **params):
         response = self.get(
@@ -137,6 +146,53 @@ class TestTranslatedPages(PipelineTestCase):
         )
         self.assertTrue(rows[0].xpath("string(td[1])").startswith("bereikbaar op redis://"))
         self.assertEqual(rows[2].xpath("string(td[2])").strip(), "OK")
+
+
+class TestTranslatedRestApi(unittest.TestCase):
+    """What Volto gets through plone.restapi, in the browser's language."""
+
+    layer = RESTAPI_TESTING
+
+    def setUp(self):
+        self.portal_url = self.layer["portal"].absolute_url()
+        setRoles(self.layer["portal"], TEST_USER_ID, ["Manager"])
+        api.user.create(email="baas@example.com", username="baas", password="secret-baas", roles=["Manager"])
+        offer_languages()
+        response = requests.post(
+            f"{self.portal_url}/@login",
+            json={"login": "baas", "password": "secret-baas"},
+            headers={"Accept": "application/json"},
+            timeout=60,
+        )
+        self.assertEqual(response.status_code, 200, response.text)
+        self.headers = {"Accept": "application/json", "Authorization": f"Bearer {response.json()['token']}"}
+
+    def call(self, method, path, language, **kwargs):
+        headers = dict(self.headers, **{"Accept-Language": language})
+        return requests.request(method, f"{self.portal_url}/{path}", headers=headers, timeout=60, **kwargs)
+
+    def test_async_status_in_dutch(self):
+        report = self.call("GET", "@async-status", "nl").json()
+        self.assertEqual([check["name"] for check in report["checks"]], CHECKS)
+        self.assertEqual([check["title"] for check in report["checks"]], PAGES["nl"]["titles"])
+        self.assertEqual(report["checks"][4]["status"], "NOT RUN")
+        self.assertTrue(report["checks"][4]["message"].startswith("sends a job: press Run the round trips"))
+        self.assertTrue(report["checks"][4]["text"].startswith("stuurt een job: druk op Roundtrips uitvoeren"))
+
+    def test_the_control_panel_in_german(self):
+        listing = self.call("GET", "@controlpanels", "de").json()
+        self.assertIn("Asynchrone Aufgaben", [panel["title"] for panel in listing])
+        schema = self.call("GET", "@controlpanels/async-tasks", "de").json()["schema"]["properties"]
+        self.assertEqual(schema["portal_url_replacement_mapping"]["title"], "Ersetzung der Portal-URL")
+        self.assertEqual(schema["previews_enabled"]["title"], "Vorschauen hochgeladener Bilder und Dateien erstellen")
+        refused = self.call(
+            "PATCH",
+            "@controlpanels/async-tasks",
+            "de",
+            json={"portal_url_replacement_mapping": {"https://intranet.example.com": "http://evil.example"}},
+        )
+        self.assertEqual(refused.status_code, 400, refused.text)
+        self.assertIn("Jobs dürfen nicht an http://evil.example gesendet werden", refused.json()["message"])
 
 
 class TestCatalogs(unittest.TestCase):

@@ -1,6 +1,6 @@
 """Translations: ``@@async-status`` and the control panel in Dutch and German,
-negotiated from the browser's ``Accept-Language``, and the catalogs in sync
-with the code."""
+negotiated from the browser's ``Accept-Language``, in Classic UI and through
+plone.restapi; and the catalogs in sync with the code."""
 
 import lxml.html
 from pathlib import Path

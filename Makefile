@@ -28,7 +28,7 @@ help:
 
 # The add-on, and the benchmarks of make bench: a development package of the
 # checkout (benchmarks/), never in the wheel.
-$(STAMP): setup.py benchmarks/pyproject.toml constraints.txt
+$(STAMP): pyproject.toml benchmarks/pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if (3, 10) <= sys.version_info[:2] <= (3, 13) else "Python 3.10 to 3.13 is needed; run: make PYTHON=python3.11 ...")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade -c constraints.txt pip setuptools wheel
@@ -130,6 +130,11 @@ faults: install redis-server postgresql haproxy
 lint: install
 	$(BIN)/ruff check src scripts benchmarks
 	$(BIN)/ruff format --check src scripts benchmarks
+	@# news/: every fragment is of a kind towncrier knows (it ignores the others
+	@# silently); make docs renders them, warnings as errors (news/README.rst)
+	@if ls news | grep -Ev '^README\.rst$$|\.(breaking|feature|bugfix|internal|documentation|tests)(\.[0-9]+)?$$'; then \
+	  echo "news/: the fragments above have no known kind; name them <issue>.<kind>, see news/README.rst" >&2; exit 1; \
+	fi
 	$(BIN)/check-manifest --no-build-isolation --quiet
 
 # The translations: the .pot from the code and templates, merged into every
@@ -168,6 +173,8 @@ docs: install
 	  echo "graphviz (dot) is missing: run 'sudo apt-get install graphviz' (Debian/Ubuntu) and try again" >&2; exit 1; \
 	fi
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[docs]'
+	@# docs/changes.rst: the next release's notes, from news/ (towncrier)
+	mkdir -p docs/_build && $(BIN)/towncrier build --draft --version 1.0.0 --date unreleased > docs/_build/unreleased.rst
 	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
 
 # BENCH_ARGS="--broker sentinel" or "--broker rabbitmq": the same on that broker

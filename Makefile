@@ -137,8 +137,8 @@ lint: install
 	fi
 	$(BIN)/check-manifest --no-build-isolation --quiet
 
-# The translations: the .pot from the code and templates, merged into every
-# .po; lists what is left to translate. tests/test_i18n.py checks they agree.
+# The translations (i18ndude): the .pot from the code, templates, ZCML and
+# profiles, merged into every .po; lists what is left to translate. tests/test_i18n.py checks they agree.
 i18n: install
 	$(BIN)/python scripts/i18n.py
 

@@ -21,7 +21,7 @@ help:
 	@echo "            writes var/bench.json (docs/benchmarks.rst); BENCH_ARGS=--smoke for a quick run"
 	@echo "make bench-push  one push server holding 1,000 sockets: publish-to-delivery latency (docs/push.rst)"
 	@echo "make bench-previews  seconds from upload to preview on screen: image, PDF, docx (docs/push.rst)"
-	@echo "make faults  the fault matrix (about 10 minutes): ZEO and RelStorage, two instances behind HAProxy,"
+	@echo "make faults  the fault matrix (about 6 minutes): ZEO and RelStorage, two instances behind HAProxy,"
 	@echo "            two Celery workers, saves while a part fails; prints the table (docs/deployment.rst)"
 	@echo "make buildout-check  run buildout.cfg in build/buildout (10-11 minutes from scratch, about 1 with"
 	@echo "            the eggs kept there), start bin/instance, check it answers (README: Deploying with buildout)"

@@ -35,10 +35,11 @@ every save's preview is there. It counts, per run: the saves that committed
 whose effect is read back from the database (the item's preview is ready,
 asked of plone-frontend directly), the jobs run twice (more than one POST to
 the item's ``@@async-generate-preview`` answered 200 in the instances'
-access logs), the saves refused (any other answer, or none). Making a
+access logs), the saves refused (any other answer, or none), and the jobs
+plone-frontend kept in the site's outbox (its log). Making a
 preview is idempotent: a second run makes the same image scale again.
 
-Prints the table; exits 1 if a job is lost or a save refused. About 10
+Prints the table; exits 1 if a job is lost or a save refused. About 6
 minutes on a 2-core machine for both databases (docs/deployment.rst).
 """
 

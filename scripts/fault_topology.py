@@ -42,6 +42,8 @@ FAULTS = ("worker-instance", "broker", "celery-worker", "database")
 EDITOR = "fault-editor"
 #: Seconds of saves before the fault and after it is over.
 BEFORE, AFTER = 8, 8
+#: What Plone logs when it keeps a save's jobs in the site's outbox.
+KEPT = re.compile(r"(\d+) job\(s\) kept in the site's outbox")
 PREVIEW_JOB = re.compile(r'"POST (/Plone/[^ ?"]+?)/(?:@@|%40%40)async-generate-preview[^"]*" (\d{3}) ')
 
 
@@ -301,6 +303,7 @@ class Row:
     arrived: int = 0
     twice: int = 0
     refused: int = 0
+    kept: int = 0
     seconds: float = 0
     lost: list = field(default_factory=list)
     refusals: list = field(default_factory=list)
@@ -359,6 +362,7 @@ class Matrix:
     def run(self, fault):
         row = Row(self.topology.kind, fault)
         started = time.monotonic()
+        kept_before = self.kept()
         editor = Editor(self.url, self.password, f"{row.database} {fault}")
         editor.start()
         try:
@@ -373,6 +377,7 @@ class Matrix:
         row.lost = missing
         runs = self.preview_runs()
         row.twice = sum(1 for item in editor.saved if runs.get(item, 0) > 1)
+        row.kept = self.kept() - kept_before
         row.seconds = time.monotonic() - started
         return row
 
@@ -402,6 +407,12 @@ class Matrix:
             time.sleep(2)
         return [f"{item}: {states[item]}" for item in waiting]
 
+    def kept(self):
+        """How many jobs plone-frontend, where every save goes, kept in the
+        site's outbox so far (its log)."""
+        text = (self.topology.var / "log" / "plone-frontend.log").read_text(errors="replace")
+        return sum(int(count) for count in KEPT.findall(text))
+
     def preview_runs(self):
         """How many POSTs to each item's ``@@async-generate-preview`` the
         instances answered 200, by item id."""
@@ -428,7 +439,7 @@ def keep_logs(topology, workers, directory):
 
 
 def print_table(rows):
-    header = ("database", "fault", "committed", "arrived", "lost", "run twice", "saves refused", "seconds")
+    header = ("database", "fault", "committed", "arrived", "lost", "run twice", "saves refused", "outbox", "seconds")
     lines = [header] + [
         (
             row.database,
@@ -438,6 +449,7 @@ def print_table(rows):
             str(len(row.lost)),
             str(row.twice),
             str(row.refused),
+            str(row.kept),
             f"{row.seconds:.0f}",
         )
         for row in rows
@@ -479,7 +491,8 @@ def run_matrix(databases, faults, broker_down=30, drain=180):
                         rows.append(row)
                         print(
                             f"{database}: {fault}: {row.committed} committed, {row.arrived} arrived, "
-                            f"{row.twice} run twice, {row.refused} saves refused ({row.seconds:.0f} s)",
+                            f"{row.twice} run twice, {row.refused} saves refused, {row.kept} kept in the outbox "
+                            f"({row.seconds:.0f} s)",
                             flush=True,
                         )
                         for line in row.refusals + [f"lost: {item}" for item in row.lost]:

@@ -35,8 +35,9 @@ every save's preview is there. It counts, per run: the saves that committed
 whose effect is read back from the database (the item's preview is ready,
 asked of plone-frontend directly), the jobs run twice (more than one POST to
 the item's ``@@async-generate-preview`` answered 200 in the instances'
-access logs), the saves refused (any other answer, or none), and the jobs
-plone-frontend kept in the site's outbox (its log). Making a
+access logs), the saves refused (any other answer, or none), the jobs
+plone-frontend kept in the site's outbox (its log), and the jobs that
+plone-frontend did (its access log: HAProxy's backup for jobs). Making a
 preview is idempotent: a second run makes the same image scale again.
 
 Prints the table; exits 1 if a job is lost or a save refused. About 6

@@ -304,6 +304,7 @@ class Row:
     twice: int = 0
     refused: int = 0
     kept: int = 0
+    frontend: int = 0
     seconds: float = 0
     lost: list = field(default_factory=list)
     refusals: list = field(default_factory=list)
@@ -377,6 +378,8 @@ class Matrix:
         row.lost = missing
         runs = self.preview_runs()
         row.twice = sum(1 for item in editor.saved if runs.get(item, 0) > 1)
+        served = self.preview_runs(("plone-frontend",))
+        row.frontend = sum(1 for item in editor.saved if served.get(item))
         row.kept = self.kept() - kept_before
         row.seconds = time.monotonic() - started
         return row
@@ -413,11 +416,11 @@ class Matrix:
         text = (self.topology.var / "log" / "plone-frontend.log").read_text(errors="replace")
         return sum(int(count) for count in KEPT.findall(text))
 
-    def preview_runs(self):
+    def preview_runs(self, instances=("plone-frontend", "plone-worker")):
         """How many POSTs to each item's ``@@async-generate-preview`` the
-        instances answered 200, by item id."""
+        ``instances`` answered 200, by item id."""
         runs = {}
-        for name in ("plone-frontend", "plone-worker"):
+        for name in instances:
             for path, status in PREVIEW_JOB.findall(self.topology.access_log(name)):
                 if status == "200":
                     item = path.rsplit("/", 1)[-1]
@@ -439,7 +442,18 @@ def keep_logs(topology, workers, directory):
 
 
 def print_table(rows):
-    header = ("database", "fault", "committed", "arrived", "lost", "run twice", "saves refused", "outbox", "seconds")
+    header = (
+        "database",
+        "fault",
+        "committed",
+        "arrived",
+        "lost",
+        "run twice",
+        "saves refused",
+        "outbox",
+        "by frontend",
+        "seconds",
+    )
     lines = [header] + [
         (
             row.database,
@@ -450,6 +464,7 @@ def print_table(rows):
             str(row.twice),
             str(row.refused),
             str(row.kept),
+            str(row.frontend),
             f"{row.seconds:.0f}",
         )
         for row in rows
@@ -491,8 +506,8 @@ def run_matrix(databases, faults, broker_down=30, drain=180):
                         rows.append(row)
                         print(
                             f"{database}: {fault}: {row.committed} committed, {row.arrived} arrived, "
-                            f"{row.twice} run twice, {row.refused} saves refused, {row.kept} kept in the outbox "
-                            f"({row.seconds:.0f} s)",
+                            f"{row.twice} run twice, {row.refused} saves refused, {row.kept} kept in the outbox, "
+                            f"{row.frontend} jobs done by plone-frontend ({row.seconds:.0f} s)",
                             flush=True,
                         )
                         for line in row.refusals + [f"lost: {item}" for item in row.lost]:

@@ -9,14 +9,12 @@ its server can be restarted without touching the machine's.
 from dataclasses import dataclass
 from dataclasses import field
 import io
-import os
 from pathlib import Path
 from PIL import Image
 from plone.testing import Layer
 from ploneintranet.asynctasks.testing import CeleryWorkerLayer
+from ploneintranet.asynctasks.testing import PostgreSQLCluster
 from ploneintranet.asynctasks.testing import RedisServerLayer
-from ploneintranet.asynctasks.testing import free_port
-from ploneintranet.asynctasks.testing import log_tail
 from ploneintranet.asynctasks.testing import point_celery_app_at
 from ploneintranet.asynctasks.testing import start_celery_worker
 from ploneintranet.asynctasks.testing import start_redis_server
@@ -30,7 +28,6 @@ import requests
 import secrets
 import shutil
 import signal
-import subprocess
 import tempfile
 import threading
 import time
@@ -45,18 +42,6 @@ BEFORE, AFTER = 8, 8
 #: What Plone logs when it keeps a save's jobs in the site's outbox.
 KEPT = re.compile(r"(\d+) job\(s\) kept in the site's outbox")
 PREVIEW_JOB = re.compile(r'"POST (/Plone/[^ ?"]+?)/(?:@@|%40%40)async-generate-preview[^"]*" (\d{3}) ')
-
-
-def postgresql_bin():
-    """The directory of Debian's PostgreSQL programs (initdb, pg_ctl)."""
-    for version in ("17", "16", "15", "14", "13"):
-        directory = f"/usr/lib/postgresql/{version}/bin"
-        if os.path.exists(f"{directory}/initdb"):
-            return directory
-    found = shutil.which("initdb")
-    if found:
-        return os.path.dirname(found)
-    raise RuntimeError("initdb is not installed: run 'apt-get install postgresql' (make postgresql does it)")
 
 
 # --- the processes -------------------------------------------------------------
@@ -98,52 +83,6 @@ class TwoWorkersLayer(Layer):
     def tearDown(self):
         for process in self.workers.values():
             stop_process(process)
-        shutil.rmtree(self.directory, ignore_errors=True)
-
-
-class PostgreSQLCluster:
-    """A PostgreSQL cluster of its own (``initdb``) in ``directory``, on a
-    free loopback port, trusting local connections; run as the postgres
-    user when this process is root (initdb refuses root)."""
-
-    def __init__(self, directory):
-        self.bin = postgresql_bin()
-        self.directory = Path(directory)
-        self.data = self.directory / "data"
-        self.log = self.directory / "postgresql.log"
-        self.port = free_port()
-
-    def run(self, program, *arguments):
-        command = [f"{self.bin}/{program}", *arguments]
-        if os.geteuid() == 0:
-            command = ["runuser", "-u", "postgres", "--", *command]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
-        if result.returncode:
-            raise RuntimeError(f"{program} failed: {result.stderr or result.stdout}\n{log_tail(self.log)}")
-
-    def init(self):
-        self.directory.mkdir(parents=True, exist_ok=True)
-        if os.geteuid() == 0:
-            shutil.chown(self.directory, "postgres", "postgres")
-        self.run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8")
-        self.start()
-
-    def start(self):
-        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.directory} -c fsync=off"
-        self.run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start")
-
-    def stop(self):
-        self.run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
-
-    @property
-    def dsn(self):
-        return f"host=127.0.0.1 port={self.port} user=postgres"
-
-    def remove(self):
-        try:
-            self.stop()
-        except RuntimeError:
-            pass  # not running
         shutil.rmtree(self.directory, ignore_errors=True)
 
 

@@ -57,6 +57,9 @@ variable                              default                                 me
                                                                               (sent when it is back) or ``refuse`` it
 ``ASYNC_OUTBOX_RETRY``                ``5``                                   seconds between two looks of a Plone
                                                                               process at the outbox
+``ASYNC_DATABASE_WAIT``               ``60``                                  seconds a Plone instance on RelStorage
+                                                                              waits for its database to answer (a
+                                                                              restart) before a request fails
 ``ASYNC_PREVIEW_TIMEOUT``             ``20``                                  seconds a conversion for a preview may
                                                                               take; then the file gets no preview
 ``ASYNC_PREVIEW_MEMORY_MB``           ``1024``                                memory (address space) of a conversion
@@ -234,6 +237,7 @@ if ASYNC_WHEN_BROKER_DOWN not in ("keep", "refuse"):
         "outbox) or refuse (the save fails while the broker is down)"
     )
 ASYNC_OUTBOX_RETRY = _env_number("ASYNC_OUTBOX_RETRY", 5.0)
+ASYNC_DATABASE_WAIT = _env_number("ASYNC_DATABASE_WAIT", 60.0)
 ASYNC_PREVIEW_TIMEOUT = _env_number("ASYNC_PREVIEW_TIMEOUT", 20.0)
 ASYNC_PREVIEW_MEMORY_MB = _env_number("ASYNC_PREVIEW_MEMORY_MB", 1024, int)
 

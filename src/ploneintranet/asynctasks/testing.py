@@ -20,6 +20,7 @@ import http.server
 import json
 from kombu import pools
 import os
+from pathlib import Path
 import plone.app.contenttypes
 from plone.app.testing import PLONE_FIXTURE
 from plone.app.testing import TEST_USER_NAME
@@ -803,3 +804,61 @@ class FunctionalTestCase(BaseTestCase):
     """Upstream's functional test case: the whole pipeline."""
 
     layer = FUNCTIONAL_TESTING
+
+
+def postgresql_bin():
+    """The directory of Debian's PostgreSQL programs (initdb, pg_ctl)."""
+    for version in ("17", "16", "15", "14", "13"):
+        directory = f"/usr/lib/postgresql/{version}/bin"
+        if os.path.exists(f"{directory}/initdb"):
+            return directory
+    found = shutil.which("initdb")
+    if found:
+        return os.path.dirname(found)
+    raise RuntimeError("initdb is not installed: run 'apt-get install postgresql' (make postgresql does it)")
+
+
+class PostgreSQLCluster:
+    """A PostgreSQL cluster of its own (``initdb``) in ``directory``, on a
+    free loopback port, trusting local connections; run as the postgres
+    user when this process is root (initdb refuses root)."""
+
+    def __init__(self, directory):
+        self.bin = postgresql_bin()
+        self.directory = Path(directory)
+        self.data = self.directory / "data"
+        self.log = self.directory / "postgresql.log"
+        self.port = free_port()
+
+    def run(self, program, *arguments):
+        command = [f"{self.bin}/{program}", *arguments]
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        if result.returncode:
+            raise RuntimeError(f"{program} failed: {result.stderr or result.stdout}\n{log_tail(self.log)}")
+
+    def init(self):
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.directory, "postgres", "postgres")
+        self.run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8")
+        self.start()
+
+    def start(self):
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.directory} -c fsync=off"
+        self.run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start")
+
+    def stop(self):
+        self.run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    @property
+    def dsn(self):
+        return f"host=127.0.0.1 port={self.port} user=postgres"
+
+    def remove(self):
+        try:
+            self.stop()
+        except RuntimeError:
+            pass  # not running
+        shutil.rmtree(self.directory, ignore_errors=True)

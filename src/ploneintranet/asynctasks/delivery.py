@@ -27,6 +27,9 @@ import time
 
 
 logger = logging.getLogger("ploneintranet.asynctasks")
+#: What a broker that does not answer raises: redis-py's errors, kombu's
+#: (Celery's road and RabbitMQ), the socket's.
+BROKER_DOWN = (redis.ConnectionError, redis.TimeoutError, OperationalError, OSError)
 
 #: Followed by a job's fingerprint: the id of the latest of its debounced jobs.
 DEBOUNCE_PREFIX = "ploneintranet.asynctasks:debounce:"
@@ -130,13 +133,23 @@ class Delivery:
 
     def send(self, jobs):
         """Send the jobs of a committed transaction, together; should that
-        fail, one by one by ``apply_async`` (with Celery's publish retries;
-        delivery stays at least once). A job that cannot be sent is logged
-        as ``LOST JOB``: its data is committed, so a site administrator must
-        redo the work. Never raises."""
+        fail while the broker answers, one by one by ``apply_async`` (with
+        Celery's publish retries; delivery stays at least once). Never raises:
+        returns the jobs that could not be sent, all of them when the broker
+        does not answer (it went down between the check and the send), for
+        the caller to keep (:func:`.jobqueue.keep_unsent`)."""
         try:
             self.publish(jobs)
-            return
+            return []
+        except BROKER_DOWN as error:
+            logger.warning(
+                "the job queue at %s stopped answering after the check (%s: %s): %d job(s) not sent",
+                masked_url(self.app.conf.broker_url),
+                type(error).__name__,
+                error,
+                len(jobs),
+            )
+            return list(jobs)
         except Exception as error:
             logger.warning(
                 "could not send %d job(s) together (%s: %s); sending them one by one",
@@ -144,19 +157,22 @@ class Delivery:
                 type(error).__name__,
                 error,
             )
+        unsent = []
         for job in jobs:
             try:
                 self.by_celery([job])
             except Exception:
                 # credentials are not logged: the url and the user only
                 logger.exception(
-                    "LOST JOB: could not send %s[%s] for %s as %s to %s after the transaction committed",
+                    "could not send %s[%s] for %s as %s to %s after the transaction committed",
                     job.task.name,
                     job.id,
                     job.url,
                     job.userid,
                     masked_url(self.app.conf.broker_url),
                 )
+                unsent.append(job)
+        return unsent
 
 
 class EagerDelivery(Delivery):
@@ -203,7 +219,7 @@ class RedisDelivery(Delivery):
             while time.monotonic() < deadline:
                 try:
                     self.publish(jobs)
-                    return
+                    return []
                 except (redis.ConnectionError, redis.TimeoutError, OperationalError) as error:
                     logger.warning(
                         "no Redis master answers (%s: %s): sending %d job(s) again in 0.5 s",
@@ -212,7 +228,7 @@ class RedisDelivery(Delivery):
                         len(jobs),
                     )
                     time.sleep(0.5)
-        super().send(jobs)
+        return super().send(jobs)
 
     def publish(self, jobs):
         """Send ``jobs`` in one round trip where :func:`.rediswriter.can_write`;

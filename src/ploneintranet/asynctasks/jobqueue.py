@@ -9,7 +9,8 @@ or, with ``ASYNC_WHEN_BROKER_DOWN=refuse``, fails the whole transaction with
 :class:`~ploneintranet.asynctasks.errors.AsyncTaskError`, so the user's save
 and its jobs are lost together and the user is told. After the commit it
 hands the jobs to the :func:`~ploneintranet.asynctasks.delivery.delivery_for`
-their Celery app.
+their Celery app; those it could not send (the broker went down in between)
+go into the outbox after the request (:func:`keep_unsent`).
 """
 
 from BTrees.OOBTree import OOBTree
@@ -19,6 +20,7 @@ from ploneintranet.asynctasks import celeryconfig
 from ploneintranet.asynctasks.delivery import delivery_for
 from ploneintranet.asynctasks.errors import AsyncTaskError
 from ploneintranet.asynctasks.wire import masked_url
+import threading
 import time
 import transaction
 from transaction.interfaces import ISavepointDataManager
@@ -32,6 +34,10 @@ logger = logging.getLogger("ploneintranet.asynctasks")
 #: The annotation of a site that holds its outbox: an ``OOBTree`` of
 #: ``"<time kept> <task id>"`` -> the job as a dict.
 OUTBOX = "ploneintranet.asynctasks.outbox"
+
+# site path -> jobs of committed transactions not sent (keep_unsent)
+_unsent = {}
+_unsent_lock = threading.Lock()
 
 
 @implementer(ISavepointDataManager)
@@ -101,7 +107,9 @@ class JobsOfTransaction:
     def tpc_finish(self, txn):
         apps, self.jobs = self.by_app(), {}
         for app, jobs in apps.items():
-            self.deliveries[app].send(jobs)
+            unsent = self.deliveries[app].send(jobs)
+            if unsent:
+                keep_unsent(unsent)
 
     def abort(self, txn):
         if self.jobs:
@@ -155,6 +163,34 @@ def keep(jobs):
             "kept": now,
         }
     return True
+
+
+def keep_unsent(jobs):
+    """Hold ``jobs`` of a committed transaction that could not be sent (the
+    broker stopped answering between the check and the send) until the
+    request is over, when :func:`.outbox.send_waiting` writes them into the
+    outbox of the current site (:func:`take_unsent`). Without a site they
+    are logged as ``LOST JOB``."""
+    site = getSite()
+    if site is None:
+        for job in jobs:
+            logger.error("LOST JOB: %s[%s] for %s as %s was not sent, and no site keeps it", *described(job))
+        return
+    path = "/".join(site.getPhysicalPath())
+    with _unsent_lock:
+        _unsent.setdefault(path, []).extend(jobs)
+    logger.warning("%d job(s) of a committed transaction not sent: they go into the outbox of %s", len(jobs), path)
+
+
+def take_unsent(path):
+    """The jobs :func:`keep_unsent` holds for the site at ``path``, taken."""
+    with _unsent_lock:
+        return _unsent.pop(path, [])
+
+
+def described(job):
+    # credentials are never logged: the task, id, url and user only
+    return job.task.name, job.id, job.url, job.userid
 
 
 def jobs_of_transaction():

@@ -10,6 +10,7 @@ from ploneintranet.asynctasks import tasks
 from ploneintranet.asynctasks.browser.views import ProtectedJobView
 from Products.Five.browser import BrowserView
 import threading
+import transaction
 from ZODB.POSException import ConflictError
 from zope.annotation.interfaces import IAnnotations
 
@@ -72,13 +73,22 @@ class CountRunView(ProtectedJobView):
         return "counted"
 
 
+# Called, if set, by a before-commit hook of @@test-retitle-and-enqueue that
+# runs after the job queue's check of the broker (hooks run in the order added).
+after_the_broker_check = None
+
+
 class RetitleAndEnqueueView(ProtectedJobView):
     """``@@test-retitle-and-enqueue``: a user's save that also enqueues a job:
-    sets the posted ``title`` and enqueues a counted job for ``key``."""
+    sets the posted ``title`` and enqueues a counted job for ``key``; calls
+    :data:`after_the_broker_check` between the broker check and the commit."""
 
     def run(self):
         self.context.title = self.request.form["title"]
-        return enqueue_counted(self.context, self.request, self.request.form["key"]).id
+        result = enqueue_counted(self.context, self.request, self.request.form["key"])
+        if after_the_broker_check is not None:
+            transaction.get().addBeforeCommitHook(after_the_broker_check)
+        return result.id
 
 
 class ConflictingJobView(ProtectedJobView):

@@ -10,6 +10,7 @@ from ploneintranet.asynctasks import jobqueue
 from ploneintranet.asynctasks import ledger
 from ploneintranet.asynctasks.tests.base import BrokerTestCase
 from ploneintranet.asynctasks.wire import Job
+import redis
 import transaction
 from unittest import mock
 
@@ -81,6 +82,8 @@ class TestDelivery(BrokerTestCase):
         self.assertTrue(self.redis.hexists(ledger.JOBS, result.id))
 
     def test_jobs_of_a_failed_round_trip_are_sent_one_by_one_by_celery(self):
+        # a round trip that failed while the broker answers (here: the writer
+        # refused the jobs)
         jobs = [Job.create(celerytasks.post, ARGS, {"task_id": name}) for name in ("a", "b")]
         sent = delivery.RedisDelivery.by_celery
         calls = []
@@ -90,25 +93,40 @@ class TestDelivery(BrokerTestCase):
             return sent(self, jobs)
 
         with (
-            mock.patch.object(delivery.RedisDelivery, "publish", side_effect=ConnectionError("gone")),
+            mock.patch.object(delivery.RedisDelivery, "publish", side_effect=TypeError("not writable")),
             mock.patch.object(delivery.RedisDelivery, "by_celery", recorded),
         ):
-            delivery.delivery_for(self.app).send(jobs)
+            unsent = delivery.delivery_for(self.app).send(jobs)
+        self.assertEqual(unsent, [])
         self.assertEqual(calls, [["a"], ["b"]])
         self.assertEqual(self.ids_in("high"), ["a", "b"])
         self.assertEqual(self.redis.hlen(ledger.JOBS), 2)
 
-    def test_a_job_that_cannot_be_sent_is_logged_as_lost(self):
+    def test_a_job_that_cannot_be_sent_is_returned_and_logged(self):
         job = Job.create(celerytasks.post, ARGS, {"task_id": "doomed"}, "editor")
-        down = ConnectionError("down")
         with (
-            mock.patch.object(delivery.RedisDelivery, "publish", side_effect=down),
-            mock.patch.object(delivery.Delivery, "by_celery", side_effect=down),
+            mock.patch.object(delivery.RedisDelivery, "publish", side_effect=TypeError("not writable")),
+            mock.patch.object(delivery.Delivery, "by_celery", side_effect=ConnectionError("down")),
         ):
             with self.assertLogs("ploneintranet.asynctasks") as logs:
-                delivery.delivery_for(self.app).send([job])
-        lost = [line for line in logs.output if "LOST JOB" in line]
-        self.assertEqual(len(lost), 1, logs.output)
-        self.assertIn("doomed", lost[0])
-        self.assertIn(ARGS[0], lost[0])
+                unsent = delivery.delivery_for(self.app).send([job])
+        self.assertEqual(unsent, [job])
+        (failed,) = [line for line in logs.output if "could not send ploneintranet.asynctasks.celerytasks.post" in line]
+        self.assertIn("[doomed]", failed)
+        self.assertIn(ARGS[0], failed)
         self.assertNotIn("cookie", "".join(logs.output))
+
+    def test_jobs_for_a_broker_gone_after_the_check_are_returned_at_once(self):
+        # no one-by-one attempts, each of which would wait for Celery's
+        # retries in the user's request
+        jobs = [Job.create(celerytasks.post, ARGS, {"task_id": name}) for name in ("a", "b")]
+        down = redis.ConnectionError("Error 111 connecting")
+        with (
+            mock.patch.object(delivery.RedisDelivery, "publish", side_effect=down),
+            mock.patch.object(delivery.Delivery, "by_celery") as by_celery,
+        ):
+            with self.assertLogs("ploneintranet.asynctasks", "WARNING") as logs:
+                unsent = delivery.delivery_for(self.app).send(jobs)
+        self.assertEqual(unsent, jobs)
+        by_celery.assert_not_called()
+        self.assertIn("stopped answering after the check", logs.output[0])

@@ -215,6 +215,32 @@ class TestBrokerDownAtCommit(FaultTestCase):
         self.report("Redis stopped at commit, the job kept", runs)
         self.assertEqual(runs, {"while-down": 1})
 
+    def test_redis_stopping_between_the_check_and_the_send_keeps_the_job(self):
+        # the check passes, Redis stops before the committed job is sent: the
+        # job goes into the outbox after the request (found by make faults)
+        self.addCleanup(setattr, fault_views, "after_the_broker_check", None)
+        fault_views.after_the_broker_check = REDIS_SERVER_FIXTURE.stop_server
+        try:
+            with mock.patch.object(celeryconfig, "ASYNC_OUTBOX_RETRY", 0):
+                started = time.monotonic()
+                saved = self.retitle("Edit as Redis stops", "as-it-stops")
+                took = time.monotonic() - started
+                fault_views.after_the_broker_check = None
+                self.assertEqual(saved.status_code, 200, saved.text[:500])
+                self.assertEqual(self.fresh(self.doc).title, "Edit as Redis stops")
+                self.assertEqual(outbox.waiting(self.fresh(self.portal))[0], 1)
+        finally:
+            REDIS_SERVER_FIXTURE.start_server()
+        with mock.patch.object(celeryconfig, "ASYNC_OUTBOX_RETRY", 0):
+            self.assertEqual(self.get(self.doc_url, auth=self.owner).status_code, 200)
+        self.assertEqual(AsyncResult(saved.text, app=celerytasks.app).get(timeout=45), 200)
+        self.assertEqual(outbox.waiting(self.fresh(self.portal)), (0, None))
+        runs = self.runs()
+        self.report(f"Redis stopped after the check; the save took {took:.1f} s", runs)
+        self.assertEqual(runs, {"as-it-stops": 1})
+        # no retrying of a broker that is down in the user's request
+        self.assertLess(took, 10)
+
     def test_with_refuse_the_save_is_refused_as_a_whole(self):
         REDIS_SERVER_FIXTURE.stop_server()
         try:

@@ -20,10 +20,12 @@ connected again:
   once;
 * each message the broken channel held and no job runs goes back to the head
   of its queue if Redis still has it among the taken messages (``unacked``);
-  if Redis restarted without it (no snapshot, no append-only file), the
-  worker's own copy is published again. One that the same Redis process no
-  longer holds was handed out again by Redis meanwhile (the outage outlasted
-  ``ASYNC_VISIBILITY_TIMEOUT``) and is left alone.
+  if Redis restarted without it (no snapshot, no append-only file: the
+  ledger lost its entry too), the worker's own copy is published again. One
+  that Redis no longer holds although the ledger still has it, or that the
+  same Redis process no longer holds, was handed out again by Redis
+  meanwhile (the outage outlasted ``ASYNC_VISIBILITY_TIMEOUT``) and is left
+  alone: the ledger's sweep sends it again should it vanish.
 
 At a warm shutdown kombu gives the held messages back on close, as before.
 """
@@ -32,6 +34,7 @@ from celery import bootsteps
 from celery.worker import state
 from kombu import Producer
 import logging
+from ploneintranet.asynctasks import ledger
 
 
 logger = logging.getLogger("ploneintranet.asynctasks")
@@ -107,19 +110,22 @@ class RestoreHeldJobs(bootsteps.StartStopStep):
 
     def give_back(self, channel, run_id, message):
         """Put a held ``message`` back in its queue, or publish it again if
-        the Redis that held it (``run_id``) restarted without it."""
+        the Redis that held it (``run_id``) restarted without it (and so
+        without its ledger entry)."""
         job = f"{message.headers.get('task')}[{message.headers.get('id')}]"
         tag = message.delivery_tag
         with channel.conn_or_acquire() as client:
             taken = client.hexists(channel.unacked_key, tag)
+            # a Redis that kept its data still has the job's ledger entry
+            tracked = client.hexists(ledger.JOBS, message.headers.get("id") or "")
         if taken:
             channel.qos.restore_by_tag(tag)
             outcome = "back in its queue"
-        elif run_id is None or run_id != self.run_id:
+        elif tracked or (run_id is not None and run_id == self.run_id):
+            outcome = "Redis handed it out again meanwhile: left to that"
+        else:
             publish_again(channel, message)
             outcome = "Redis restarted without it: sent again from the worker's copy"
-        else:
-            outcome = "Redis handed it out again meanwhile: left to that"
         logger.warning("%s was held when the connection to Redis broke; %s", job, outcome)
 
     def shutdown(self, c):

@@ -18,12 +18,16 @@ from ploneintranet.asynctasks import outbox
 from ploneintranet.asynctasks.testing import CELERY_WORKER_FIXTURE
 from ploneintranet.asynctasks.testing import REDIS_SERVER_FIXTURE
 from ploneintranet.asynctasks.testing import CountingJobServer
+from ploneintranet.asynctasks.testing import free_port
+from ploneintranet.asynctasks.testing import start_redis_server
+from ploneintranet.asynctasks.testing import stop_process
 from ploneintranet.asynctasks.testing import wait_until
 from ploneintranet.asynctasks.tests import fault_views
 from ploneintranet.asynctasks.tests.base import PipelineTestCase
 from ploneintranet.asynctasks.tests.test_views import authenticator_in
 import redis
 import shutil
+import tempfile
 import time
 import transaction
 from unittest import mock
@@ -362,12 +366,20 @@ class TestRedisRestartWhileJobsAreHeld(FaultTestCase):
     def test_redis_restarted_with_its_data(self):
         self.restart_redis_while_holding_jobs(keep_data=True, outcome="back in its queue")
 
+    def test_redis_restarted_with_its_data_and_the_jobs_handed_out_again(self):
+        # the outage outlasted the visibility timeout: the restarted Redis
+        # gave the held jobs back to their queues; the worker's copies are
+        # not sent a second time (make faults counted them twice before)
+        self.restart_redis_while_holding_jobs(
+            keep_data=True, outcome="Redis handed it out again meanwhile: left to that", hand_back=True
+        )
+
     def test_redis_restarted_empty(self):
         self.restart_redis_while_holding_jobs(
             keep_data=False, outcome="Redis restarted without it: sent again from the worker's copy"
         )
 
-    def restart_redis_while_holding_jobs(self, keep_data, outcome):
+    def restart_redis_while_holding_jobs(self, keep_data, outcome, hand_back=False):
         redis_url, worker = self.layer["redis_url"], CELERY_WORKER_FIXTURE.process
         held = self.enqueue_many(2, "held", countdown=self.countdown)
         running = celerytasks.post.apply_async((self.slow.url, {"key": "running"}, {}, {})).id
@@ -379,6 +391,8 @@ class TestRedisRestartWhileJobsAreHeld(FaultTestCase):
         )
         if keep_data:
             self.save_redis(redis_url)
+        if hand_back:
+            self.hand_back_in_the_dump(held)
         REDIS_SERVER_FIXTURE.stop_server()
         REDIS_SERVER_FIXTURE.start_server()
         back = time.monotonic()
@@ -398,6 +412,39 @@ class TestRedisRestartWhileJobsAreHeld(FaultTestCase):
         log = self.celery_log()
         for task_id in held:
             self.assertIn(f"[{task_id}] was held when the connection to Redis broke; {outcome}", log)
+
+    def hand_back_in_the_dump(self, task_ids):
+        """Make the Redis data that the restarted Redis loads hold the jobs of
+        ``task_ids`` in their queues instead of among the taken ones, as
+        kombu leaves them when the visibility timeout passes: edited in a
+        redis-server of its own, not in the one the worker uses."""
+        dump = os.path.join(REDIS_SERVER_FIXTURE.directory, "dump.rdb")
+        scratch = tempfile.mkdtemp(prefix="asynctasks-dump-")
+        self.addCleanup(shutil.rmtree, scratch, ignore_errors=True)
+        shutil.copy(dump, scratch)
+        port = free_port()
+        process = start_redis_server(port, scratch)
+        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
+        try:
+            for tag, raw in client.hgetall("unacked").items():
+                payload, _exchange, routing_key = json.loads(raw)
+                if payload["headers"]["id"] in task_ids:
+                    client.lpush(routing_key, json.dumps(payload))
+                    client.hdel("unacked", tag)
+                    client.zrem("unacked_index", tag)
+            url = f"redis://127.0.0.1:{port}/0"
+            self.assertEqual(set(task_ids) & taken_task_ids(url), set())
+            waiting = [
+                json.loads(raw)["headers"]["id"]
+                for queue in celeryconfig.ASYNC_QUEUES
+                for raw in client.lrange(queue, 0, -1)
+            ]
+            self.assertEqual(sorted(waiting), sorted(task_ids))
+            client.save()
+        finally:
+            client.close()
+            stop_process(process)
+        shutil.copy(os.path.join(scratch, "dump.rdb"), dump)
 
     def save_redis(self, redis_url):
         """Write Redis's data to disk, as a Redis with snapshots does when it
